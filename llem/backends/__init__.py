@@ -1,0 +1,1 @@
+"""Inference backends, found through the ``llem.backends`` entry-point group."""

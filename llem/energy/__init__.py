@@ -1,0 +1,1 @@
+"""Energy meters, the power sampler and the measurement window."""
