@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from llem._version import __version__
+from llem._version import __version__ as __version__
 
 #: public name -> module that defines it
 _LAZY = {

@@ -1,0 +1,196 @@
+"""The shapes of the table's rows: parameters, gates, capabilities, rules and tiers.
+
+Pure data: importing this module imports nothing beyond the standard library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Sections of an experiment configuration, in display order.
+SECTIONS = (
+    "experiment",
+    "decoder",
+    "pytorch",
+    "vllm",
+    "tensorrt",
+    "warmup",
+    "baseline",
+    "study",
+    "dataset",
+)
+
+#: Backends llem ships, in display order.
+BACKENDS = ("pytorch", "vllm", "tensorrt")
+
+#: Sections that belong to exactly one backend.
+BACKEND_SECTIONS = {"pytorch": "pytorch", "vllm": "vllm", "tensorrt": "tensorrt"}
+
+#: The parameter types a row may declare.
+PARAM_TYPES = ("int", "float", "bool", "str", "enum", "dict", "list", "str_or_list", "memory")
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What a parameter, or one of its values, needs from the machine.
+
+    Attributes
+    ----------
+    min_cc : float or None
+        Lowest NVIDIA compute capability that can run it (8.0 Ampere, 9.0 Hopper...).
+    cuda : bool
+        True when it needs an NVIDIA GPU at all (not available on the ``cpu`` tier).
+    package : str or None
+        Import name of a package it needs (``flash_attn``, ``bitsandbytes``...).
+    install : str or None
+        The command that installs that package.
+    reason : str
+        Why, in one sentence.
+    alternative : str
+        What to use instead.
+    """
+
+    min_cc: float | None = None
+    cuda: bool = True
+    package: str | None = None
+    install: str | None = None
+    reason: str = ""
+    alternative: str = ""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One inference parameter: everything llem knows about it, in one row.
+
+    ``default`` of None means *unset*: the backend's own default applies, and the effective
+    value is recorded with each result. ``library_default`` says what that default is.
+    """
+
+    name: str
+    section: str
+    type: str
+    help: str
+    default: Any = None
+    choices: tuple[Any, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    min_exclusive: bool = False
+    max_exclusive: bool = False
+    unit: str | None = None
+    backends: tuple[str, ...] = BACKENDS
+    engine_names: dict[str, str] = field(default_factory=dict)
+    library_default: dict[str, Any] = field(default_factory=dict)
+    gate: Gate | None = None
+    value_gates: dict[Any, Gate] = field(default_factory=dict)
+    widget: str | None = None
+    aliases: tuple[str, ...] = ()
+    seed_name: str | None = None
+    seed_backends: tuple[str, ...] | None = None
+    load_time: bool = False
+    allow_none: bool = True
+    source: str = ""
+    note: str = ""
+
+    @property
+    def path(self) -> str:
+        """``section.name``, the parameter's full name."""
+        return f"{self.section}.{self.name}"
+
+    @property
+    def widget_hint(self) -> str:
+        """The control a form should use for this row."""
+        if self.widget:
+            return self.widget
+        if self.type == "bool":
+            return "checkbox"
+        if self.type == "enum":
+            return "dropdown"
+        if self.type in ("int", "float") and self.min is not None and self.max is not None:
+            return "slider"
+        if self.type in ("int", "float"):
+            return "number"
+        return "text"
+
+
+@dataclass(frozen=True)
+class Support:
+    """A backend's support for a capability: ``yes``, ``no`` or ``partial``, with a note."""
+
+    level: str
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.level not in ("yes", "no", "partial"):
+            raise ValueError(f"support level must be yes, no or partial, not {self.level!r}")
+
+
+@dataclass(frozen=True)
+class Capability:
+    """A feature and how each backend supports it."""
+
+    name: str
+    display: str
+    help: str
+    support: dict[str, Support]
+    kind: str = "feature"
+    params: tuple[str, ...] = ()
+    gate: Gate | None = None
+    seed_row: bool = False
+    seed_support: dict[str, str] | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Cond:
+    """A condition on a parameter path (``section.name``) or an environment fact (``env.x``).
+
+    Operators: ``set`` (not None), ``unset``, ``true`` (is True), ``not_true`` (None or False),
+    ``false`` (is False), ``eq``, ``ne``, ``in``, ``not_in``, ``gt``, ``lt``, ``not_gt`` (unset
+    or not greater), ``gt_path``
+    (greater than the value at another path; unset on either side is never true).
+    """
+
+    path: str
+    op: str
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A cross-field rule: when every condition holds, refuse (``error``) or skip with a note.
+
+    ``check`` names a structural check (in :mod:`llem.spec.rules`) for rules that are not a
+    conjunction of conditions (a backend section that does not match the backend...).
+    ``skip`` lists what is skipped when a ``skip`` rule holds.
+    """
+
+    id: str
+    severity: str
+    reason: str
+    fix: str
+    when: tuple[Cond, ...] = ()
+    backends: tuple[str, ...] = BACKENDS
+    check: str | None = None
+    skip: tuple[str, ...] = ()
+    seed_rule: int | None = None
+    seed_kind: str | None = None
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Parameter paths the rule reads (environment facts excluded)."""
+        out = [c.path for c in self.when if not c.path.startswith("env.")]
+        out += [c.value for c in self.when if c.op == "gt_path"]
+        out += [p for p in self.skip if p not in out]
+        return tuple(dict.fromkeys(out))
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A rung of the GPU compute-capability ladder."""
+
+    name: str
+    display: str
+    min_cc: float | None
+    examples: tuple[str, ...]
+    adds: str

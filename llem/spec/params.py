@@ -1,0 +1,377 @@
+"""Every parameter llem knows: one row each. Configs, validators, widgets and docs derive from here.
+
+Defaults of None mean *unset*: the backend's own default applies (``library_default`` says
+which), and the effective value is recorded with each result.
+"""
+
+from __future__ import annotations
+
+from llem.spec.model import Gate, Param
+
+_BNB = Gate(
+    cuda=False,
+    package="bitsandbytes",
+    install="pip install 'llem[pytorch]'",
+    reason="bitsandbytes quantization needs the bitsandbytes package",
+    alternative="leave load_in_4bit/load_in_8bit unset",
+)
+_FA2 = Gate(
+    min_cc=8.0,
+    package="flash_attn",
+    install="pip install flash-attn --no-build-isolation",
+    reason="flash_attention_2 needs an Ampere or newer NVIDIA GPU (8.0+) and the flash-attn package",
+    alternative="use attn_implementation='sdpa'",
+)
+_FA3 = Gate(
+    min_cc=9.0,
+    package="flash_attn_interface",
+    install="build flash-attention's hopper/ directory (FlashAttention-3)",
+    reason="flash_attention_3 uses Hopper-only instructions (compute capability 9.0+)",
+    alternative="use 'flash_attention_2' on Ampere/Ada or 'sdpa' anywhere",
+)
+_BF16 = Gate(
+    min_cc=8.0,
+    cuda=False,
+    reason="bfloat16 needs an Ampere or newer GPU (8.0+) on CUDA; CPUs run it in software",
+    alternative="use dtype='float16' on older GPUs",
+)
+_VLLM_FP8 = Gate(
+    min_cc=8.0,
+    reason="vLLM fp8 quantization needs Ampere (8.0+; weight-only Marlin kernels below 8.9)",
+    alternative="use quantization='awq' or 'gptq' with a pre-quantized model",
+)
+_FP8_KV = Gate(
+    min_cc=8.9,
+    reason="an fp8 KV cache needs fp8 tensor cores (Ada 8.9 / Hopper 9.0)",
+    alternative="use kv_cache_dtype='auto'",
+)
+_TRT_FP8 = Gate(
+    min_cc=8.9,
+    reason="TensorRT-LLM fp8 needs fp8 tensor cores (Ada 8.9 or Hopper 9.0)",
+    alternative="use quantization='int8_sq' or 'int4_awq'",
+)
+_MULTI_GPU = "needs one GPU per rank: more than one process or rank needs 2+ GPUs"
+
+_PT = ("pytorch",)
+_VL = ("vllm",)
+_TR = ("tensorrt",)
+_DTYPES = ("float32", "float16", "bfloat16")
+
+EXPERIMENT = (
+    Param("model", "experiment", "str", "Model: a built-in alias (llem.models), a hub id or a local path.",
+          default="smollm2-135m", widget="text", load_time=True, allow_none=False),
+    Param("backend", "experiment", "enum", "Inference engine.", default="pytorch",
+          choices=("pytorch", "vllm", "tensorrt"), load_time=True, allow_none=False),
+    Param("prompts", "experiment", "str_or_list",
+          "Prompts: a built-in set name, a .txt/.jsonl path, a list, or 'synthetic'.",
+          default="qa-short", allow_none=False, seed_name="dataset"),
+    Param("num_prompts", "experiment", "int", "How many prompts to use (unset: all).", min=1,
+          seed_name="dataset.n_prompts"),
+    Param("max_input_tokens", "experiment", "int", "Prompts are truncated to this many tokens.",
+          default=512, min=1, max=1_048_576, unit="tokens", allow_none=False,
+          source="LLenergyMeasure default 512"),
+    Param("repeats", "experiment", "int", "Measured runs (the mean gets a 95% interval).",
+          default=3, min=1, max=1000, allow_none=False, widget="slider"),
+    Param("meter", "experiment", "enum", "Energy meter; auto picks nvml for GPUs, rapl else estimate.",
+          default="auto", choices=("auto", "nvml", "rapl", "estimate", "codecarbon", "replay", "none"),
+          allow_none=False, seed_name="energy.backend"),
+    Param("sampling_interval_s", "experiment", "float", "Power sampling interval.", default=0.1,
+          min=0.001, max=10.0, unit="s", allow_none=False),
+    Param("grid_intensity_g_per_kwh", "experiment", "float",
+          "Carbon intensity of the electricity for g CO2e figures (unset: none, or codecarbon's).",
+          min=0.0, max=2000.0, unit="gCO2e/kWh"),
+    Param("target_gpu", "experiment", "str",
+          "Plan for another machine: 'cpu', a compute capability ('9.0') or a GPU name ('H100').",
+          widget="text"),
+    Param("output_dir", "experiment", "str", "Where results are saved.", default="llem-results",
+          allow_none=False),
+    Param("profile", "experiment", "enum",
+          "Measurement profile: 'quick' (1 warmup pass, no thermal wait; not for publication) "
+          "or 'publication' (5 warmup passes, 60 s thermal floor).",
+          default="quick", choices=("quick", "publication"), allow_none=False),
+    Param("passthrough", "experiment", "dict",
+          "Extra keyword arguments for the engine: {'load': {...}, 'generate': {...}}. "
+          "A key that a named field covers is refused.", seed_name="backend passthrough kwargs"),
+    Param("lora_adapter", "experiment", "str", "LoRA adapter (hub id or local path) applied via peft.",
+          backends=_PT, load_time=True, seed_name="lora.adapter_id"),
+    Param("lora_merge", "experiment", "bool", "Merge the LoRA adapter into the weights after loading.",
+          backends=_PT, load_time=True, seed_name="lora.merge_weights"),
+)
+
+DECODER = (
+    Param("preset", "decoder", "enum", "Sampling preset; explicit fields override it.",
+          choices=("deterministic", "standard", "creative", "factual")),
+    Param("temperature", "decoder", "float", "Sampling temperature; 0 means greedy.", min=0.0, max=2.0,
+          widget="slider", seed_backends=("pytorch", "vllm", "tensorrt"),
+          library_default={"pytorch": 1.0, "vllm": 1.0, "tensorrt": 1.0}),
+    Param("do_sample", "decoder", "bool", "Sample (True) or decode greedily (False).",
+          backends=("pytorch",), library_default={"pytorch": False},
+          note="vLLM and TensorRT-LLM have no such flag: greedy there is temperature 0."),
+    Param("top_k", "decoder", "int", "Keep the k most likely tokens; 0 disables.", min=0,
+          seed_backends=("pytorch", "vllm", "tensorrt"),
+          library_default={"pytorch": 50, "vllm": 0, "tensorrt": 0}),
+    Param("top_p", "decoder", "float", "Nucleus sampling mass; 1.0 disables.", min=0.0, max=1.0,
+          widget="slider", seed_backends=("pytorch", "vllm", "tensorrt"),
+          library_default={"pytorch": 1.0, "vllm": 1.0, "tensorrt": 1.0}),
+    Param("min_p", "decoder", "float", "Drop tokens below min_p x the top token's probability.",
+          min=0.0, max=1.0, widget="slider", seed_backends=("pytorch",),
+          library_default={"vllm": 0.0}),
+    Param("typical_p", "decoder", "float", "Locally typical sampling mass; 1.0 disables.",
+          min=0.0, max=1.0, backends=_PT, widget="slider"),
+    Param("repetition_penalty", "decoder", "float", "Penalty on repeated tokens; 1.0 disables.",
+          min=0.1, max=10.0, seed_backends=("pytorch", "vllm"),
+          library_default={"pytorch": 1.0, "vllm": 1.0, "tensorrt": 1.0}),
+    Param("presence_penalty", "decoder", "float", "Penalty for tokens already present.", min=-2.0,
+          max=2.0, backends=("vllm", "tensorrt"), seed_name="vllm.sampling.presence_penalty"),
+    Param("frequency_penalty", "decoder", "float", "Penalty growing with a token's frequency.",
+          min=-2.0, max=2.0, backends=("vllm", "tensorrt"), seed_name="vllm.sampling.frequency_penalty"),
+    Param("no_repeat_ngram_size", "decoder", "int", "Never repeat an n-gram of this size; 0 disables.",
+          min=0, backends=("pytorch", "tensorrt")),
+    Param("max_new_tokens", "decoder", "int", "Most tokens to generate per prompt.", default=128,
+          min=1, max=1_048_576, unit="tokens", allow_none=False,
+          engine_names={"vllm": "max_tokens", "tensorrt": "max_tokens"},
+          aliases=("max_output_tokens", "max_tokens"), source="LLenergyMeasure default 128"),
+    Param("min_new_tokens", "decoder", "int", "Fewest tokens to generate per prompt.", min=1,
+          unit="tokens", engine_names={"vllm": "min_tokens", "tensorrt": "min_tokens"},
+          aliases=("min_tokens",), seed_backends=("pytorch",)),
+    Param("ignore_eos", "decoder", "bool", "Keep generating past end-of-sequence (fixed lengths).",
+          backends=("vllm", "tensorrt"), seed_name="vllm.sampling.ignore_eos"),
+    Param("n", "decoder", "int", "Completions per prompt.", min=1, max=64, backends=("vllm", "tensorrt"),
+          seed_name="vllm.sampling.n"),
+    Param("num_beams", "decoder", "int", "Beam search width; 1 disables.", min=1, max=64,
+          engine_names={"vllm": "beam_width", "tensorrt": "beam_width"},
+          aliases=("beam_width",), seed_name="pytorch.num_beams"),
+    Param("length_penalty", "decoder", "float", "Beam score length exponent (beam search only).",
+          min=-10.0, max=10.0, seed_name="pytorch.length_penalty"),
+    Param("early_stopping", "decoder", "bool", "Stop beam search when enough beams finished.",
+          backends=("pytorch", "tensorrt"), seed_name="pytorch.early_stopping"),
+    Param("seed", "decoder", "int", "Random seed for sampling and synthetic prompts.", default=42,
+          min=0, max=2**32 - 1, allow_none=False, source="LLenergyMeasure default 42",
+          seed_name="random_seed"),
+)
+
+PYTORCH = (
+    Param("batch_size", "pytorch", "int", "Prompts per batch.", default=1, min=1, max=4096,
+          backends=_PT, allow_none=False, widget="slider"),
+    Param("batching_strategy", "pytorch", "enum",
+          "static: batches in order; sorted_static: sorted by length to cut padding; "
+          "dynamic / sorted_dynamic: batches filled up to max_tokens_per_batch.",
+          default="static", choices=("static", "sorted_static", "dynamic", "sorted_dynamic"),
+          backends=_PT, allow_none=False),
+    Param("max_tokens_per_batch", "pytorch", "int", "Token budget of a dynamic batch.", min=1,
+          unit="tokens", backends=_PT),
+    Param("dtype", "pytorch", "enum", "Weight and activation precision.", choices=_DTYPES,
+          backends=_PT, load_time=True, value_gates={"bfloat16": _BF16},
+          aliases=("precision", "torch_dtype"), library_default={"pytorch": "the checkpoint's dtype"}),
+    Param("attn_implementation", "pytorch", "enum", "Attention kernel.",
+          choices=("eager", "sdpa", "flash_attention_2", "flash_attention_3"), backends=_PT,
+          load_time=True, value_gates={"flash_attention_2": _FA2, "flash_attention_3": _FA3},
+          library_default={"pytorch": "sdpa"}),
+    Param("torch_compile", "pytorch", "bool", "Compile the model with torch.compile.", backends=_PT,
+          load_time=True, library_default={"pytorch": False}),
+    Param("torch_compile_mode", "pytorch", "enum", "torch.compile mode.",
+          choices=("default", "reduce-overhead", "max-autotune"), backends=_PT, load_time=True),
+    Param("torch_compile_backend", "pytorch", "enum", "torch.compile backend.",
+          choices=("inductor", "cudagraphs", "aot_eager", "eager"), backends=_PT, load_time=True),
+    Param("load_in_4bit", "pytorch", "bool", "bitsandbytes 4-bit weights.", backends=_PT,
+          load_time=True, gate=_BNB),
+    Param("load_in_8bit", "pytorch", "bool", "bitsandbytes 8-bit weights (LLM.int8).", backends=_PT,
+          load_time=True, gate=_BNB),
+    Param("bnb_4bit_compute_dtype", "pytorch", "enum", "Compute dtype of 4-bit layers.",
+          choices=_DTYPES, backends=_PT, load_time=True, value_gates={"bfloat16": _BF16}),
+    Param("bnb_4bit_quant_type", "pytorch", "enum", "4-bit data type.", choices=("nf4", "fp4"),
+          backends=_PT, load_time=True, library_default={"pytorch": "fp4"}),
+    Param("bnb_4bit_use_double_quant", "pytorch", "bool", "Quantize the quantization constants too.",
+          backends=_PT, load_time=True),
+    Param("use_cache", "pytorch", "bool", "Keep a KV cache during generation.", backends=_PT,
+          library_default={"pytorch": True}),
+    Param("cache_implementation", "pytorch", "enum", "KV cache kind.",
+          choices=("dynamic", "static", "offloaded", "offloaded_static", "sliding_window", "quantized"),
+          backends=_PT, library_default={"pytorch": "dynamic"}),
+    Param("device_map", "pytorch", "str", "Where weights go: 'auto', 'cpu', 'cuda:0', ...",
+          backends=_PT, load_time=True, library_default={"pytorch": "auto (cpu without a GPU)"}),
+    Param("max_memory", "pytorch", "dict", "Per-device memory limits, e.g. {'0': '20GiB', 'cpu': '30GiB'}.",
+          backends=_PT, load_time=True),
+    Param("low_cpu_mem_usage", "pytorch", "bool", "Load weights without a full extra copy in RAM.",
+          backends=_PT, load_time=True),
+    Param("assistant_model", "pytorch", "str", "A smaller draft model for assisted (speculative) decoding.",
+          backends=_PT, load_time=True),
+    Param("num_assistant_tokens", "pytorch", "int", "Draft tokens per assisted step.", min=1, max=64,
+          backends=_PT),
+    Param("prompt_lookup_num_tokens", "pytorch", "int", "Prompt-lookup decoding: n-gram candidates.",
+          min=1, max=64, backends=_PT),
+    Param("output_scores", "pytorch", "bool", "Return token scores (costs memory and time).",
+          backends=_PT),
+    Param("revision", "pytorch", "str", "Model commit/branch, for reproducibility.", backends=_PT,
+          load_time=True),
+    Param("trust_remote_code", "pytorch", "bool",
+          "Run code shipped in the model repository. Off unless you turn it on.", default=False,
+          backends=_PT, load_time=True, allow_none=False,
+          note="The seed turned this on by default; llem does not run a repository's code unasked."),
+    Param("num_processes", "pytorch", "int", "Data-parallel processes (one per GPU).", min=1, max=1024,
+          backends=_PT, load_time=True),
+)
+
+VLLM = (
+    Param("dtype", "vllm", "enum", "Model precision ('auto' takes the checkpoint's).",
+          choices=("auto", *_DTYPES), backends=_VL, load_time=True, value_gates={"bfloat16": _BF16},
+          library_default={"vllm": "auto"}),
+    Param("max_num_seqs", "vllm", "int", "Most sequences in one scheduler step.", min=1, backends=_VL,
+          load_time=True),
+    Param("max_num_batched_tokens", "vllm", "int", "Most tokens in one scheduler step.", min=1,
+          unit="tokens", backends=_VL, load_time=True),
+    Param("max_model_len", "vllm", "int", "Context length (prompt + output).", min=1, unit="tokens",
+          backends=_VL, load_time=True),
+    Param("gpu_memory_utilization", "vllm", "float", "Share of GPU memory vLLM may take.", min=0.0,
+          max=1.0, min_exclusive=True, backends=_VL, load_time=True, widget="slider",
+          library_default={"vllm": 0.9}, note="The seed allowed [0, 1); vLLM accepts (0, 1]."),
+    Param("kv_cache_memory_bytes", "vllm", "int", "KV cache size in bytes (instead of a share).",
+          min=1, unit="bytes", backends=_VL, load_time=True),
+    Param("swap_space", "vllm", "float", "CPU swap space per GPU.", min=0.0, unit="GiB", backends=_VL,
+          load_time=True),
+    Param("cpu_offload_gb", "vllm", "float", "Weights offloaded to CPU memory.", min=0.0, unit="GiB",
+          backends=_VL, load_time=True),
+    Param("block_size", "vllm", "enum", "KV cache block size in tokens.", choices=(8, 16, 32, 64, 128),
+          backends=_VL, load_time=True),
+    Param("kv_cache_dtype", "vllm", "enum", "KV cache precision.",
+          choices=("auto", "fp8", "fp8_e4m3", "fp8_e5m2"), backends=_VL, load_time=True,
+          value_gates={"fp8": _FP8_KV, "fp8_e4m3": _FP8_KV, "fp8_e5m2": _FP8_KV}),
+    Param("enforce_eager", "vllm", "bool", "Disable CUDA graphs.", backends=_VL, load_time=True),
+    Param("enable_chunked_prefill", "vllm", "bool", "Split long prefills into chunks.", backends=_VL,
+          load_time=True),
+    Param("enable_prefix_caching", "vllm", "bool", "Reuse KV blocks of shared prefixes.", backends=_VL,
+          load_time=True),
+    Param("tensor_parallel_size", "vllm", "int", "GPUs per tensor-parallel group.", min=1, max=1024,
+          backends=_VL, load_time=True),
+    Param("pipeline_parallel_size", "vllm", "int", "Pipeline stages.", min=1, max=1024, backends=_VL,
+          load_time=True),
+    Param("disable_custom_all_reduce", "vllm", "bool", "Use NCCL all-reduce only.", backends=_VL,
+          load_time=True),
+    Param("quantization", "vllm", "enum", "Weight quantization method.",
+          choices=("awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "marlin", "bitsandbytes",
+                   "compressed-tensors"),
+          backends=_VL, load_time=True, value_gates={"fp8": _VLLM_FP8},
+          note="The seed also listed fp8_e5m2/fp8_e4m3 here: those are KV cache dtypes in vLLM."),
+    Param("speculative_model", "vllm", "str", "Draft model for speculative decoding.", backends=_VL,
+          load_time=True, engine_names={"vllm": "speculative_config.model"}),
+    Param("num_speculative_tokens", "vllm", "int", "Draft tokens per step.", min=1, max=64,
+          backends=_VL, load_time=True,
+          engine_names={"vllm": "speculative_config.num_speculative_tokens"}),
+    Param("compilation_config", "vllm", "dict", "vLLM compilation settings (dict, or {'level': n}).",
+          backends=_VL, load_time=True),
+    Param("attention_backend", "vllm", "enum", "Attention backend (vLLM picks one when unset).",
+          choices=("FLASH_ATTN", "FLASHINFER", "TRITON_ATTN", "FLEX_ATTENTION", "XFORMERS"),
+          backends=_VL, load_time=True, seed_name="vllm.attention.backend"),
+    Param("flash_attn_version", "vllm", "enum", "FlashAttention version for FLASH_ATTN.", choices=(2, 3),
+          backends=_VL, load_time=True, value_gates={3: _FA3}, seed_name="vllm.attention.flash_version"),
+    Param("trust_remote_code", "vllm", "bool", "Run code shipped in the model repository.",
+          default=False, backends=_VL, load_time=True, allow_none=False),
+    Param("revision", "vllm", "str", "Model commit/branch.", backends=_VL, load_time=True),
+)
+
+TENSORRT = (
+    Param("dtype", "tensorrt", "enum", "Engine precision.", choices=_DTYPES, backends=_TR,
+          load_time=True, value_gates={"bfloat16": _BF16}),
+    Param("max_batch_size", "tensorrt", "int", "Largest batch the engine is built for.", min=1,
+          backends=_TR, load_time=True),
+    Param("max_input_len", "tensorrt", "int", "Longest prompt the engine is built for.", min=1,
+          unit="tokens", backends=_TR, load_time=True),
+    Param("max_seq_len", "tensorrt", "int", "Longest prompt + output the engine is built for.", min=1,
+          unit="tokens", backends=_TR, load_time=True, aliases=("max_output_len",),
+          note="Older TensorRT-LLM had max_output_len; the LLM API takes max_seq_len."),
+    Param("max_num_tokens", "tensorrt", "int", "Most tokens in one engine step.", min=1,
+          unit="tokens", backends=_TR, load_time=True),
+    Param("tp_size", "tensorrt", "int", "Tensor-parallel GPUs.", min=1, max=1024, backends=_TR,
+          load_time=True, engine_names={"tensorrt": "tensor_parallel_size"}),
+    Param("pp_size", "tensorrt", "int", "Pipeline-parallel stages.", min=1, max=1024, backends=_TR,
+          load_time=True, engine_names={"tensorrt": "pipeline_parallel_size"}),
+    Param("quantization", "tensorrt", "enum", "Quantization algorithm.",
+          choices=("fp8", "int8_sq", "int4_awq", "w4a8_awq", "int8_weight_only", "int4_weight_only"),
+          backends=_TR, load_time=True, value_gates={"fp8": _TRT_FP8}),
+    Param("kv_cache_dtype", "tensorrt", "enum", "KV cache precision.", choices=("auto", "fp8", "int8"),
+          backends=_TR, load_time=True, value_gates={"fp8": _FP8_KV}),
+    Param("kv_cache_free_gpu_memory_fraction", "tensorrt", "float",
+          "Share of free GPU memory for the KV cache.", min=0.0, max=1.0, min_exclusive=True,
+          backends=_TR, load_time=True, widget="slider"),
+    Param("enable_kv_cache_reuse", "tensorrt", "bool", "Reuse KV blocks across requests.",
+          backends=_TR, load_time=True),
+    Param("builder_opt_level", "tensorrt", "int", "TensorRT builder optimisation level.", min=0, max=5,
+          backends=_TR, load_time=True),
+    Param("engine_dir", "tensorrt", "str", "Cache directory for built engines.", backends=_TR,
+          load_time=True, aliases=("engine_path",)),
+)
+
+WARMUP = (
+    Param("runs", "warmup", "int", "Warmup passes before measuring (discarded). Unset: the profile's.",
+          min=0, max=100, source="5 in the publication profile: Zeus, AI Energy Score"),
+    Param("adaptive", "warmup", "bool", "Keep warming up until latency settles (CV under cv_threshold)."),
+    Param("cv_threshold", "warmup", "float", "Latency coefficient of variation that counts as settled.",
+          default=0.05, min=0.0, max=1.0, min_exclusive=True, allow_none=False),
+    Param("window", "warmup", "int", "Rolling window of passes for the CV.", default=5, min=2, max=100,
+          allow_none=False),
+    Param("max_runs", "warmup", "int", "Cap on adaptive warmup passes.", default=20, min=1, max=1000,
+          allow_none=False),
+    Param("thermal_floor_s", "warmup", "float",
+          "Wait after warmup before measuring (the sampler keeps recording). Unset: the profile's.",
+          min=0.0, max=3600.0, unit="s", source="60 s in the publication profile: MLPerf Power minimum"),
+)
+
+BASELINE = (
+    Param("seconds", "baseline", "float", "Idle power measured for this long before the run; 0 = none.",
+          default=0.0, min=0.0, max=120.0, unit="s", allow_none=False,
+          note="Bounds 5..120 s apply when enabled (LLenergyMeasure: 30 s default)."),
+    Param("cache_ttl_s", "baseline", "float", "How long a measured baseline is reused.", default=3600.0,
+          min=0.0, max=86400.0, unit="s", allow_none=False),
+    Param("max_spread", "baseline", "float",
+          "Baseline too noisy to subtract when its std exceeds this share of its mean.", default=0.2,
+          min=0.0, max=10.0, allow_none=False),
+)
+
+STUDY = (
+    Param("cycles", "study", "int", "Repeats of the whole grid.", default=3, min=1, max=100,
+          allow_none=False, source="3 default, 5+ for publication (LLenergyMeasure)"),
+    Param("order", "study", "enum", "Cycle order: sequential (A A B B), interleaved (A B A B), shuffled.",
+          default="sequential", choices=("sequential", "interleaved", "shuffled"), allow_none=False),
+    Param("gap_s", "study", "float", "Pause between configurations.", default=0.0, min=0.0, max=3600.0,
+          unit="s", allow_none=False),
+    Param("cycle_gap_s", "study", "float", "Pause between cycles.", default=0.0, min=0.0, max=3600.0,
+          unit="s", allow_none=False),
+    Param("cold_start", "study", "bool", "A fresh process for every run (no model reuse).",
+          default=False, allow_none=False),
+)
+
+DATASET = (
+    Param("count", "dataset", "int", "Synthetic prompts to make.", default=8, min=1, max=100_000,
+          allow_none=False),
+    Param("input_len", "dataset", "int", "Synthetic prompt length, exact in the model's tokens.",
+          default=512, min=1, unit="tokens", allow_none=False, source="LLenergyMeasure default 512"),
+    Param("output_len", "dataset", "int", "Synthetic output length (sets max/min_new_tokens).",
+          default=128, min=1, unit="tokens", allow_none=False, source="LLenergyMeasure default 128"),
+    Param("order", "dataset", "enum", "Order across prompt sets.", default="interleaved",
+          choices=("interleaved", "grouped", "shuffled"), allow_none=False),
+)
+
+#: Every parameter row, in display order.
+PARAMS: tuple[Param, ...] = (
+    EXPERIMENT + DECODER + PYTORCH + VLLM + TENSORRT + WARMUP + BASELINE + STUDY + DATASET
+)
+
+#: Decoder presets: fields they set (explicit fields override them).
+PRESETS: dict[str, dict[str, object]] = {
+    "deterministic": {"temperature": 0.0, "do_sample": False},
+    "standard": {"temperature": 1.0, "top_p": 0.95, "do_sample": True},
+    "creative": {"temperature": 0.8, "top_p": 0.9, "repetition_penalty": 1.1, "do_sample": True},
+    "factual": {"temperature": 0.3, "do_sample": True},
+}
+
+#: Measurement profiles: what they set when the fields are unset.
+PROFILES: dict[str, dict[str, object]] = {
+    "quick": {"warmup.runs": 1, "warmup.thermal_floor_s": 0.0},
+    "publication": {"warmup.runs": 5, "warmup.thermal_floor_s": 60.0},
+}
+
+#: Pre-quantized checkpoints for testing AWQ/GPTQ (the seed's choices).
+PREQUANTIZED_TEST_MODELS: dict[str, str] = {
+    "awq": "Qwen/Qwen2.5-0.5B-Instruct-AWQ",
+    "gptq": "Qwen/Qwen2.5-0.5B-Instruct-GPTQ-Int4",
+}

@@ -1,0 +1,254 @@
+"""Questions answered by reading the table; nothing here lists a parameter a second time."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from llem.errors import UnknownNameError, did_you_mean, unknown_name
+from llem.spec.capabilities import CAPABILITIES, precisions
+from llem.spec.model import BACKENDS, Capability, Gate, Param, Support
+from llem.spec.params import PARAMS
+from llem.spec.rules import RULES
+from llem.spec.tiers import TIERS, tier_for
+
+_BY_PATH: dict[str, Param] = {p.path: p for p in PARAMS}
+_ALIASES: dict[str, str] = {}
+for _p in PARAMS:
+    for _a in _p.aliases:
+        _ALIASES[f"{_p.section}.{_a}"] = _p.path
+    if _p.seed_name and "." in _p.seed_name and " " not in _p.seed_name:
+        _ALIASES.setdefault(_p.seed_name, _p.path)
+
+
+def params(section: str | None = None, backend: str | None = None) -> tuple[Param, ...]:
+    """Rows of ``section`` (all when None) that ``backend`` supports (all when None)."""
+    return tuple(
+        p for p in PARAMS
+        if (section is None or p.section == section) and (backend is None or backend in p.backends)
+    )
+
+
+def all_paths() -> tuple[str, ...]:
+    """Every parameter path, ``section.name``."""
+    return tuple(_BY_PATH)
+
+
+def aliases() -> dict[str, str]:
+    """Old or other names (the seed's, engines') -> llem's path."""
+    return dict(_ALIASES)
+
+
+def resolve_path(path: str) -> tuple[str, str | None]:
+    """Return ``(canonical path, alias used or None)``; raise for an unknown path."""
+    if path in _BY_PATH:
+        return path, None
+    if path in _ALIASES:
+        return _ALIASES[path], path
+    section = path.partition(".")[0]
+    same = [p.rsplit(".", 1)[1] for p in _BY_PATH if p.startswith(section + ".")]
+    if not same:
+        sections = sorted({p.section for p in PARAMS})
+        raise UnknownNameError(
+            f"Unknown parameter {path!r}: there is no section {section!r}."
+            f"{did_you_mean(section, sections)} Sections: {', '.join(sections)}."
+        )
+    raise UnknownNameError(
+        f"Unknown parameter {path!r}.{did_you_mean(path, [*_BY_PATH, *_ALIASES])} "
+        f"Fields of {section}: {', '.join(same)}."
+    )
+
+
+def param(path: str) -> Param:
+    """The row for ``path`` (aliases accepted)."""
+    return _BY_PATH[resolve_path(path)[0]]
+
+
+def decoder_param_support(view: str = "llem") -> dict[str, list[str]]:
+    """Decoder parameters each backend takes.
+
+    ``view="llem"`` follows each engine's current documentation; ``view="seed"`` gives the
+    seed benchmark's (narrower) lists, for comparison.
+    """
+    if view not in ("llem", "seed"):
+        raise ValueError("view must be 'llem' or 'seed'")
+    out: dict[str, list[str]] = {b: [] for b in BACKENDS}
+    for p in params("decoder"):
+        if view == "seed":
+            supported = p.seed_backends or ()
+        else:
+            supported = p.backends
+        for b in supported:
+            out[b].append(p.name)
+    return out
+
+
+def backend_specific_params() -> dict[str, list[str]]:
+    """Paths of each backend's own section."""
+    return {b: [p.path for p in params(b)] for b in BACKENDS}
+
+
+def mutual_exclusions() -> dict[str, list[str]]:
+    """Each path -> the paths it cannot be used with (read from the error rules)."""
+    out: dict[str, list[str]] = {}
+    for rule in RULES:
+        if rule.severity != "error" or rule.check or len(rule.when) < 2:
+            continue
+        fields = [c.path for c in rule.when if c.path != "experiment.backend"]
+        first, rest = fields[0], fields[1:]
+        for other in rest:
+            out.setdefault(first, [])
+            if other not in out[first]:
+                out[first].append(other)
+    return out
+
+
+def param_skip_conditions() -> dict[str, list[str]]:
+    """Each path -> the reasons it can be skipped (ignored, not refused)."""
+    out: dict[str, list[str]] = {}
+    for rule in RULES:
+        if rule.severity != "skip":
+            continue
+        for path in rule.skip:
+            out.setdefault(path, []).append(rule.reason)
+    for p in PARAMS:
+        for value, gate in p.value_gates.items():
+            if gate.package:
+                out.setdefault(f"{p.path}={value}", []).append(gate.reason)
+    return out
+
+
+def gpu_gates() -> list[tuple[str, Gate]]:
+    """Every gated item (``path`` or ``path=value``) with its gate."""
+    out: list[tuple[str, Gate]] = []
+    for p in PARAMS:
+        if p.gate is not None:
+            out.append((p.path, p.gate))
+        for value, gate in p.value_gates.items():
+            out.append((f"{p.path}={value}", gate))
+    return out
+
+
+def params_requiring_gpu_capability(cc: float) -> dict[str, list[str]]:
+    """Gated items whose compute-capability floor is at most ``cc``, grouped by tier.
+
+    ``params_requiring_gpu_capability(9.0)`` returns the Ampere, Ada and Hopper rows;
+    ``8.0`` returns the Ampere rows only.
+    """
+    out: dict[str, list[str]] = {}
+    for item, gate in gpu_gates():
+        if gate.min_cc is not None and gate.min_cc <= cc + 1e-9:
+            out.setdefault(tier_for(gate.min_cc).name, []).append(item)
+    return out
+
+
+def gate_for(path: str, value: Any = None) -> Gate | None:
+    """The gate on ``path`` set to ``value`` (value gate first, then the row's own gate)."""
+    p = param(path)
+    if value is not None:
+        try:
+            gate = p.value_gates.get(value)
+        except TypeError:  # unhashable value (dict)
+            gate = None
+        if gate is not None:
+            return gate
+    if p.gate is not None and value not in (None, False):
+        return p.gate
+    return None
+
+
+def tier_problem(gate: Gate, cc: float | None, *, on_cpu_ok_without_cuda: bool = True) -> str | None:
+    """Why ``gate`` cannot run at compute capability ``cc`` (None = cpu), or None if it can."""
+    if cc is None:
+        if gate.cuda:
+            return "needs an NVIDIA GPU" + (f" (compute capability {gate.min_cc}+)" if gate.min_cc else "")
+        return None
+    if gate.min_cc is not None and cc + 1e-9 < gate.min_cc:
+        need = tier_for(gate.min_cc)
+        return f"needs compute capability {gate.min_cc}+ ({need.display}); this tier is {cc}"
+    return None
+
+
+def validation_rules() -> list[dict[str, Any]]:
+    """Every rule as a plain dict: id, severity, backends, fields, reason, fix, seed_rule."""
+    return [
+        {
+            "id": r.id,
+            "severity": r.severity,
+            "backends": list(r.backends),
+            "fields": list(r.fields),
+            "reason": r.reason,
+            "fix": r.fix,
+            "seed_rule": r.seed_rule,
+        }
+        for r in RULES
+    ]
+
+
+def backend_capabilities() -> dict[str, dict[str, Support]]:
+    """Backend -> capability name -> support."""
+    return {b: {c.name: c.support[b] for c in CAPABILITIES} for b in BACKENDS}
+
+
+def capability(name: str) -> Capability:
+    """The capability row called ``name``."""
+    for c in CAPABILITIES:
+        if c.name == name:
+            return c
+    raise unknown_name("capability", name, [c.name for c in CAPABILITIES])
+
+
+def passthrough_collisions(backend: str, passthrough: Mapping[str, Any]) -> dict[str, str]:
+    """Pass-through keys that a named field covers: key -> the field to set instead.
+
+    ``passthrough`` is ``{"load": {...}, "generate": {...}}`` or a flat dict.
+    """
+    keys: list[str] = []
+    for k, v in passthrough.items():
+        if k in ("load", "generate") and isinstance(v, Mapping):
+            keys += list(v)
+        else:
+            keys.append(k)
+    covered: dict[str, str] = {}
+    for p in PARAMS:
+        if backend not in p.backends or p.section in ("experiment", "warmup", "baseline", "study", "dataset"):
+            continue
+        names = {p.name, *p.aliases}
+        engine = p.engine_names.get(backend)
+        if engine:
+            names.add(engine.split(".")[-1])
+        for n in names:
+            covered.setdefault(n, p.path)
+    return {k: covered[k] for k in keys if k in covered}
+
+
+def tiers() -> list[dict[str, Any]]:
+    """The GPU tiers with what each adds."""
+    return [
+        {"name": t.name, "display": t.display, "min_cc": t.min_cc, "examples": list(t.examples),
+         "adds": t.adds}
+        for t in TIERS
+    ]
+
+
+__all__ = [
+    "aliases",
+    "all_paths",
+    "backend_capabilities",
+    "backend_specific_params",
+    "capability",
+    "decoder_param_support",
+    "gate_for",
+    "gpu_gates",
+    "mutual_exclusions",
+    "param",
+    "param_skip_conditions",
+    "params",
+    "params_requiring_gpu_capability",
+    "passthrough_collisions",
+    "precisions",
+    "resolve_path",
+    "tier_problem",
+    "tiers",
+    "validation_rules",
+]
