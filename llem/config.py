@@ -156,6 +156,10 @@ class Section(HasTraits):
                         f"{row.path}={value!r} {problem}. Fix: {problem_fix(row, value)}, "
                         f"or change experiment.target_gpu (now {root.target_gpu!r})."
                     )
+        if root is not None and value is not None and not root._suspend_rules:
+            problem = _unsupported(row, root.backend)
+            if problem:
+                raise InvalidValue(problem)
         self._check_rules(row.path, value)
         return value
 
@@ -231,6 +235,16 @@ def _field_name(section: Section, key: str) -> str:
     return path.split(".", 1)[1]
 
 
+def _unsupported(row: Param, backend: str) -> str | None:
+    """Why a decoder ``row`` cannot be set with ``backend``, or None."""
+    if row.section != "decoder" or backend in row.backends:
+        return None
+    return (
+        f"{row.path} is not supported by the {backend} backend (supported by: "
+        f"{', '.join(row.backends)}). Fix: leave it unset, or choose one of those backends."
+    )
+
+
 def problem_fix(row: Param, value: Any) -> str:
     """The alternative a gate suggests for ``row`` set to ``value``."""
     gate = spec.gate_for(row.path, value)
@@ -250,6 +264,13 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def _validate_and_mark(self: Section, proposal: Any) -> Any:
+    """Check a proposed value; remember the field as explicitly set (even to its default)."""
+    value = self._check_field(proposal)
+    self._explicit.add(proposal.trait.name)
+    return value
+
+
 def _make_section(name: str, cls_name: str, doc: str) -> type[Section]:
     rows = {p.name: p for p in spec.params(name)}
     ns: dict[str, Any] = {"__doc__": doc, "_section": name, "_rows": rows, "__module__": __name__}
@@ -259,8 +280,7 @@ def _make_section(name: str, cls_name: str, doc: str) -> type[Section]:
             row=p, section=p.section, type=p.type, unit=p.unit, backends=p.backends,
             widget=p.widget_hint, load_time=p.load_time, min_cc=min(gates, default=None),
         )
-    ns["_validate_all"] = validate(*rows)(lambda self, proposal: self._check_field(proposal))
-    ns["_track_explicit"] = observe(*rows)(lambda self, change: self._explicit.add(change["name"]))
+    ns["_validate_all"] = validate(*rows)(_validate_and_mark)
     return type(cls_name, (Section,), ns)
 
 
@@ -513,7 +533,17 @@ class ExperimentConfig(_ExperimentFields):  # type: ignore[misc, valid-type]
         error nothing is changed.
         """
         items = self._flatten({**(values or {}), **kw})
+        self._check_backend_support(items)
         _apply_atomically(self._objects(), items, root=self)
+
+    def _check_backend_support(self, items: list[tuple[Section, str, Any]]) -> None:
+        """Refuse decoder fields the backend (as it will be after ``items``) does not take."""
+        backend = next((v for o, n, v in items if o is self and n == "backend"), self.backend)
+        for obj, name, value in items:
+            if obj is self.decoder and value is not None and name in obj._rows:
+                problem = _unsupported(obj._rows[name], backend)
+                if problem:
+                    raise InvalidValue(problem)
 
     def _objects(self) -> list[Section]:
         return [self, *(getattr(self, s) for s in _SECTION_CLASSES)]
@@ -570,6 +600,7 @@ class ExperimentConfig(_ExperimentFields):  # type: ignore[misc, valid-type]
                                  rules=[r for r in RULES if r.check == "backend_section_mismatch"])
                 if found:
                     raise InvalidValue(found[0].message)
+            self._check_backend_support(items)
             _apply_atomically(self._objects(), items, root=self)
         finally:
             self._ctx = {}

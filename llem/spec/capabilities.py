@@ -42,7 +42,9 @@ CAPABILITIES: tuple[Capability, ...] = (
                seed_row=True),
     Capability("float32", "float32", "Full precision.",
                _s(_Y, S("yes", "dtype='float32' is accepted by vLLM; most fast kernels want 16-bit"),
-                  S("no", "engines are built in 16-bit or lower")),
+                  S("no", "llem policy (seed rule 7): TensorRT-LLM's dtype accepts float32, but its "
+                          "fused kernels and plugins target 16-bit, so a float32 engine measures an "
+                          "unrepresentative path")),
                kind="precision", seed_row=True,
                note="The seed's precision list said vLLM has no float32 while its capability row "
                     "said yes; vLLM's engine arguments list float32 among its dtypes."),
@@ -92,9 +94,9 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("fp8_kv_cache", "fp8 KV cache", "KV cache stored in 8-bit floats.",
                _s(S("partial", "cache_implementation='quantized' (int4/int8, not fp8)"), _Y, _Y),
                kind="quantization", params=("vllm.kv_cache_dtype", "tensorrt.kv_cache_dtype"),
-               gate=Gate(min_cc=8.9, reason="needs fp8 tensor cores (8.9+)")),
+               gate=Gate(min_cc=8.9, reason="TensorRT-LLM needs fp8 tensor cores (8.9+); vLLM states no floor")),
     Capability("min_p", "min_p sampling", "Drop tokens below a share of the top token's probability.",
-               _s(_Y, _Y, S("partial", "in recent SamplingParams; check your version")),
+               _s(_Y, _Y, S("yes", "SamplingParams.min_p")),
                params=("decoder.min_p",)),
     Capability("chunked_prefill", "Chunked prefill", "Long prompts prefilled in pieces.",
                _s(_N, _Y, S("yes", "enable_chunked_context")), params=("vllm.enable_chunked_prefill",)),

@@ -37,8 +37,14 @@ _BF16 = Gate(
 )
 _VLLM_FP8 = Gate(
     min_cc=8.0,
-    reason="vLLM fp8 quantization needs Ampere (8.0+; weight-only Marlin kernels below 8.9)",
+    reason="vLLM fp8 quantization needs Ampere (8.0+); below 8.9 it runs weight-only (FP8 Marlin), "
+           "full W8A8 needs 8.9+",
     alternative="use quantization='awq' or 'gptq' with a pre-quantized model",
+)
+_VLLM_FP8_KV = Gate(
+    cuda=True,
+    reason="an fp8 KV cache needs a CUDA GPU (vLLM states no compute-capability floor)",
+    alternative="use kv_cache_dtype='auto'",
 )
 _FP8_KV = Gate(
     min_cc=8.9,
@@ -105,8 +111,10 @@ DECODER = (
           widget="slider", seed_backends=("pytorch", "vllm", "tensorrt"),
           library_default={"pytorch": 1.0, "vllm": 1.0, "tensorrt": 1.0}),
     Param("do_sample", "decoder", "bool", "Sample (True) or decode greedily (False).",
-          backends=("pytorch",), library_default={"pytorch": False},
-          note="vLLM and TensorRT-LLM have no such flag: greedy there is temperature 0."),
+          library_default={"pytorch": False, "vllm": True, "tensorrt": False},
+          engine_names={"vllm": "temperature=0 when False", "tensorrt": "top_k=1 when False"},
+          note="vLLM and TensorRT-LLM have no such flag: llem sends greedy as temperature 0 "
+               "(vLLM) or top_k 1 (TensorRT-LLM)."),
     Param("top_k", "decoder", "int", "Keep the k most likely tokens; 0 disables.", min=0,
           seed_backends=("pytorch", "vllm", "tensorrt"),
           library_default={"pytorch": 50, "vllm": 0, "tensorrt": 0}),
@@ -228,14 +236,17 @@ VLLM = (
     Param("kv_cache_memory_bytes", "vllm", "int", "KV cache size in bytes (instead of a share).",
           min=1, unit="bytes", backends=_VL, load_time=True),
     Param("swap_space", "vllm", "float", "CPU swap space per GPU.", min=0.0, unit="GiB", backends=_VL,
-          load_time=True),
+          load_time=True, note="Removed from recent vLLM versions; passed only when set."),
     Param("cpu_offload_gb", "vllm", "float", "Weights offloaded to CPU memory.", min=0.0, unit="GiB",
           backends=_VL, load_time=True),
-    Param("block_size", "vllm", "enum", "KV cache block size in tokens.", choices=(8, 16, 32, 64, 128),
-          backends=_VL, load_time=True),
+    Param("block_size", "vllm", "enum", "KV cache block size in tokens.", choices=(1, 8, 16, 32, 64, 128),
+          backends=_VL, load_time=True, library_default={"vllm": 16},
+          note="The seed allowed 8, 16, 32; vLLM's EngineArgs takes 1, 8, 16, 32, 64, 128."),
     Param("kv_cache_dtype", "vllm", "enum", "KV cache precision.",
           choices=("auto", "fp8", "fp8_e4m3", "fp8_e5m2"), backends=_VL, load_time=True,
-          value_gates={"fp8": _FP8_KV, "fp8_e4m3": _FP8_KV, "fp8_e5m2": _FP8_KV}),
+          value_gates={"fp8": _VLLM_FP8_KV, "fp8_e4m3": _VLLM_FP8_KV, "fp8_e5m2": _VLLM_FP8_KV},
+          note="vLLM states no compute-capability floor for an fp8 KV cache (storage only); "
+               "its fp8 attention kernels want 8.9+."),
     Param("enforce_eager", "vllm", "bool", "Disable CUDA graphs.", backends=_VL, load_time=True),
     Param("enable_chunked_prefill", "vllm", "bool", "Split long prefills into chunks.", backends=_VL,
           load_time=True),
@@ -248,10 +259,11 @@ VLLM = (
     Param("disable_custom_all_reduce", "vllm", "bool", "Use NCCL all-reduce only.", backends=_VL,
           load_time=True),
     Param("quantization", "vllm", "enum", "Weight quantization method.",
-          choices=("awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "marlin", "bitsandbytes",
-                   "compressed-tensors"),
+          choices=("awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "fbgemm_fp8", "modelopt", "gguf",
+                   "bitsandbytes", "compressed-tensors", "torchao"),
           backends=_VL, load_time=True, value_gates={"fp8": _VLLM_FP8},
-          note="The seed also listed fp8_e5m2/fp8_e4m3 here: those are KV cache dtypes in vLLM."),
+          note="The seed also listed fp8_e5m2/fp8_e4m3 (KV cache dtypes in vLLM, see kv_cache_dtype) "
+               "and marlin (gone from recent vLLM; awq_marlin and gptq_marlin remain)."),
     Param("speculative_model", "vllm", "str", "Draft model for speculative decoding.", backends=_VL,
           load_time=True, engine_names={"vllm": "speculative_config.model"}),
     Param("num_speculative_tokens", "vllm", "int", "Draft tokens per step.", min=1, max=64,
