@@ -1,0 +1,686 @@
+"""The TensorRT-LLM backend: llem's configuration in TensorRT-LLM's LLM API terms, and a runner.
+
+Two layers, as in :mod:`llem.backends.vllm`:
+
+- pure translation functions (:func:`trtllm_llm_kwargs`, :func:`trtllm_sampling_kwargs`,
+  :func:`trtllm_engine_cache_dir`) returning the exact keyword arguments of TensorRT-LLM's
+  ``LLM`` and ``SamplingParams``. Nested configs are given as plain dicts
+  (``quant_config``, ``kv_cache_config``, ``build_config``) holding the engine's field
+  names, with QuantAlgo members spelled by name; :func:`build_llm_objects` turns them into
+  the engine's classes at run time. Each function returns ``(kwargs, skipped)``;
+- :class:`TensorRTBackend`, thin run code that imports ``tensorrt_llm`` on first use.
+
+llem's ``tensorrt`` backend is TensorRT-LLM's TensorRT-engine path: in TensorRT-LLM 1.x
+that is ``tensorrt_llm._tensorrt_engine.LLM`` (``tensorrt_llm.LLM`` became the PyTorch
+backend); in 0.1x/0.2x it is ``tensorrt_llm.LLM``. Facts and sources: ``docs/engines.md``.
+
+Engines are cached: with ``tensorrt.engine_dir`` set, a built engine is saved under
+``engine_dir/<model>-<hash of the build settings and TensorRT-LLM version>`` and loaded
+from there by later runs with the same settings.
+
+Timing: requests are streamed (``LLM.generate_async(..., streaming=True)``) and every
+token is stamped when its update reaches Python; tokens delivered in one update share a
+time. When streaming is not available the backend falls back to a blocking call and says
+in ``LoadInfo.effective["llem.token_timing"]`` that no per-token times exist.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from llem.backends.base import BatchOutput, LoadInfo, PhaseCallback, RequestOutput
+from llem.backends.vllm import (
+    _get,
+    _merge_passthrough,
+    _passthrough,
+    _require_cuda,
+    _section,
+    _skip_lora,
+    read_back,
+    token_times_from_counts,
+    truncate_ids,
+)
+from llem.errors import ConfigError, LlemError, did_you_mean, missing_dependency
+
+__all__ = [
+    "TensorRTBackend",
+    "trtllm_llm_kwargs",
+    "trtllm_sampling_kwargs",
+    "trtllm_engine_cache_dir",
+    "build_llm_objects",
+    "QUANT_ALGOS",
+    "LLEM_QUANTIZATION",
+    "LLEM_KV_CACHE_DTYPE",
+]
+
+Kwargs = dict[str, Any]
+Skipped = dict[str, str]
+
+#: TensorRT-LLM's QuantAlgo member names (tensorrt_llm/quantization/mode.py, v0.12 to 1.x).
+QUANT_ALGOS = (
+    "W8A16",
+    "W4A16",
+    "W4A16_AWQ",
+    "W4A8_AWQ",
+    "W8A16_GPTQ",
+    "W4A16_GPTQ",
+    "W8A8_SQ_PER_CHANNEL",
+    "W8A8_SQ_PER_TENSOR_PLUGIN",
+    "W8A8_SQ_PER_CHANNEL_PER_TOKEN_PLUGIN",
+    "W8A8_SQ_PER_CHANNEL_PER_TENSOR_PLUGIN",
+    "W8A8_SQ_PER_TENSOR_PER_TOKEN_PLUGIN",
+    "W4A8_QSERVE_PER_GROUP",
+    "W4A8_QSERVE_PER_CHANNEL",
+    "FP8",
+    "FP8_PER_CHANNEL_PER_TOKEN",
+    "FP8_BLOCK_SCALES",
+    "NVFP4",
+    "W4A8_NVFP4_FP8",
+    "W4A8_MXFP4_FP8",
+    "W4A8_MXFP4_MXFP8",
+    "W4A16_MXFP4",
+    "MIXED_PRECISION",
+)
+
+#: llem's ``tensorrt.quantization`` names -> QuantAlgo member.
+LLEM_QUANTIZATION = {
+    "fp8": "FP8",
+    "fp8_rowwise": "FP8_PER_CHANNEL_PER_TOKEN",
+    "fp8_block": "FP8_BLOCK_SCALES",
+    "int8_sq": "W8A8_SQ_PER_CHANNEL",
+    "int8_weight_only": "W8A16",
+    "int4_weight_only": "W4A16",
+    "int8_wo": "W8A16",
+    "int4_wo": "W4A16",
+    "int4_awq": "W4A16_AWQ",
+    "w4a8_awq": "W4A8_AWQ",
+    "int4_gptq": "W4A16_GPTQ",
+    "int8_gptq": "W8A16_GPTQ",
+    "nvfp4": "NVFP4",
+}
+
+#: llem's ``tensorrt.kv_cache_dtype`` -> QuantAlgo for ``QuantConfig.kv_cache_quant_algo``
+#: (None: the model's own dtype, nothing passed).
+LLEM_KV_CACHE_DTYPE: dict[str, str | None] = {
+    "auto": None,
+    "fp8": "FP8",
+    "fp8_e4m3": "FP8",
+    "int8": "INT8",
+    "nvfp4": "NVFP4",
+}
+
+#: llem ``tensorrt.`` field -> LLM API argument.
+_LLM_FIELDS = {
+    "dtype": "dtype",
+    "tp_size": "tensor_parallel_size",
+    "pp_size": "pipeline_parallel_size",
+    "max_batch_size": "max_batch_size",
+    "max_num_tokens": "max_num_tokens",
+    "max_input_len": "max_input_len",
+    "max_seq_len": "max_seq_len",
+    "trust_remote_code": "trust_remote_code",
+    "revision": "revision",
+}
+
+#: LLM arguments that also size the engine at build time (copied into build_config).
+_BUILD_LIMITS = (
+    "max_batch_size",
+    "max_input_len",
+    "max_seq_len",
+    "max_num_tokens",
+    "max_beam_width",
+)
+
+#: TensorRT-LLM's own value of max_input_len when none is given (BaseLlmArgs validator).
+TRTLLM_DEFAULT_MAX_INPUT_LEN = 1024
+
+#: decoder fields SamplingParams takes under the same name.
+_SAMPLING_SAME_NAME = (
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "repetition_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "no_repeat_ngram_size",
+    "seed",
+    "ignore_eos",
+)
+
+
+def _quant_algo(value: str) -> str:
+    """QuantAlgo member name for llem's ``tensorrt.quantization`` value."""
+    key = str(value).strip()
+    if key.lower() in LLEM_QUANTIZATION:
+        return LLEM_QUANTIZATION[key.lower()]
+    if key.upper() in QUANT_ALGOS:
+        return key.upper()
+    known = sorted(LLEM_QUANTIZATION) + list(QUANT_ALGOS)
+    raise ConfigError(
+        f"tensorrt.quantization {value!r} is not a TensorRT-LLM quantization."
+        f"{did_you_mean(key, known)} "
+        f"llem names: {', '.join(sorted(LLEM_QUANTIZATION))}; TensorRT-LLM QuantAlgo names are "
+        "accepted too (for example W8A8_SQ_PER_CHANNEL)."
+    )
+
+
+def _kv_algo(value: str) -> str | None:
+    key = str(value).strip().lower()
+    if key in LLEM_KV_CACHE_DTYPE:
+        return LLEM_KV_CACHE_DTYPE[key]
+    raise ConfigError(
+        f"tensorrt.kv_cache_dtype {value!r} is not a KV-cache type TensorRT-LLM can use."
+        f"{did_you_mean(key, LLEM_KV_CACHE_DTYPE)} Allowed: "
+        f"{', '.join(LLEM_KV_CACHE_DTYPE)} (TensorRT-LLM has no fp8_e5m2 KV cache)."
+    )
+
+
+def _beam_width(cfg: Any) -> int | None:
+    beams = _get(_section(cfg, "decoder"), "num_beams")
+    return beams if beams is not None and beams > 1 else None
+
+
+def trtllm_llm_kwargs(cfg: Any, model: str | None = None) -> tuple[Kwargs, Skipped]:
+    """Translate a configuration into TensorRT-LLM ``LLM(...)`` keyword arguments.
+
+    Parameters
+    ----------
+    cfg : ExperimentConfig or stand-in
+        Reads ``cfg.model``, ``cfg.max_input_tokens``, ``cfg.tensorrt.*``,
+        ``cfg.decoder.num_beams`` and ``cfg.passthrough``.
+    model : str, optional
+        What to load instead of ``cfg.model`` (a resolved path, or a cached engine).
+
+    Returns
+    -------
+    kwargs : dict
+        LLM API argument names; ``quant_config``, ``kv_cache_config`` and
+        ``build_config`` are dicts of QuantConfig / KvCacheConfig / BuildConfig fields.
+    skipped : dict
+        ``section.field`` -> why the set field is not passed.
+
+    Notes
+    -----
+    ``tp_size``/``pp_size`` become ``tensor_parallel_size``/``pipeline_parallel_size``.
+    With ``max_input_len`` unset, llem's ``max_input_tokens`` sizes the engine's input.
+    A legacy ``max_output_len`` becomes ``max_seq_len = max_input_len + max_output_len``.
+    Beam search (``num_beams`` > 1) needs ``max_beam_width`` at build time.
+    """
+    t = _section(cfg, "tensorrt")
+    kwargs: Kwargs = {"model": model if model is not None else cfg.model}
+    skipped: Skipped = {}
+
+    for ours, theirs in _LLM_FIELDS.items():
+        value = _get(t, ours)
+        if value is not None:
+            kwargs[theirs] = value
+
+    if "max_input_len" not in kwargs:
+        limit = getattr(cfg, "max_input_tokens", None)
+        if limit is not None:
+            kwargs["max_input_len"] = limit
+
+    legacy_out = _get(t, "max_output_len")
+    if legacy_out is not None:
+        if "max_seq_len" in kwargs:
+            skipped["tensorrt.max_output_len"] = (
+                "max_seq_len is set and wins; max_output_len is the name TensorRT-LLM "
+                "used before max_seq_len replaced it"
+            )
+        else:
+            base = kwargs.get("max_input_len", TRTLLM_DEFAULT_MAX_INPUT_LEN)
+            kwargs["max_seq_len"] = base + legacy_out
+
+    beams = _beam_width(cfg)
+    if beams is not None:
+        kwargs["max_beam_width"] = beams
+
+    quant: Kwargs = {}
+    if _get(t, "quantization") is not None:
+        quant["quant_algo"] = _quant_algo(_get(t, "quantization"))
+    if _get(t, "kv_cache_dtype") is not None:
+        algo = _kv_algo(_get(t, "kv_cache_dtype"))
+        if algo is not None:
+            quant["kv_cache_quant_algo"] = algo
+    if quant:
+        kwargs["quant_config"] = quant
+
+    kv: Kwargs = {}
+    if _get(t, "kv_cache_free_gpu_memory_fraction") is not None:
+        kv["free_gpu_memory_fraction"] = _get(t, "kv_cache_free_gpu_memory_fraction")
+    if _get(t, "enable_kv_cache_reuse") is not None:
+        kv["enable_block_reuse"] = _get(t, "enable_kv_cache_reuse")
+    if kv:
+        kwargs["kv_cache_config"] = kv
+
+    if _get(t, "builder_opt_level") is not None:
+        build: Kwargs = {"opt_level": _get(t, "builder_opt_level")}
+        for name in _BUILD_LIMITS:
+            if name in kwargs:
+                build[name] = kwargs[name]
+        kwargs["build_config"] = build
+
+    _skip_lora(cfg, skipped, "TensorRT-LLM")
+    _merge_passthrough(kwargs, _passthrough(cfg), "TensorRT-LLM")
+    return kwargs, skipped
+
+
+def trtllm_sampling_kwargs(cfg: Any) -> tuple[Kwargs, Skipped]:
+    """Translate the decoder section into TensorRT-LLM ``SamplingParams`` keyword arguments.
+
+    TensorRT-LLM decodes greedily when temperature, top_p and top_k are all unset.
+    ``do_sample=False`` is passed as ``top_k=1`` (greedy) and the sampling knobs then have
+    no effect. ``num_beams`` > 1 becomes ``use_beam_search=True`` with the beam width as
+    ``n`` (or as ``best_of`` when ``n`` is also set). ``early_stopping`` is an int there:
+    True -> 1, False -> 0.
+
+    Returns
+    -------
+    kwargs : dict
+        ``SamplingParams`` argument names and values.
+    skipped : dict
+        ``decoder.field`` -> why it is not passed.
+    """
+    d = _section(cfg, "decoder")
+    kwargs: Kwargs = {}
+    skipped: Skipped = {}
+
+    for name in _SAMPLING_SAME_NAME:
+        value = _get(d, name)
+        if value is not None:
+            kwargs[name] = value
+    if _get(d, "max_new_tokens") is not None:
+        kwargs["max_tokens"] = _get(d, "max_new_tokens")
+    if _get(d, "min_new_tokens") is not None:
+        kwargs["min_tokens"] = _get(d, "min_new_tokens")
+    n = _get(d, "n")
+    if n is not None:
+        kwargs["n"] = n
+
+    beams = _beam_width(cfg)
+    if beams is not None:
+        kwargs["use_beam_search"] = True
+        if n is not None and n != beams:
+            kwargs["best_of"] = beams
+        else:
+            kwargs["n"] = beams
+        if _get(d, "length_penalty") is not None:
+            kwargs["length_penalty"] = _get(d, "length_penalty")
+        stop = _get(d, "early_stopping")
+        if stop is not None:
+            if isinstance(stop, bool):
+                kwargs["early_stopping"] = int(stop)
+            else:
+                skipped["decoder.early_stopping"] = (
+                    f"TensorRT-LLM's early_stopping is an int (1 = True, 0 = False); "
+                    f"{stop!r} has no equivalent"
+                )
+    else:
+        for name in ("length_penalty", "early_stopping"):
+            if _get(d, name) is not None:
+                skipped[f"decoder.{name}"] = "only used by beam search (num_beams > 1)"
+
+    if _get(d, "do_sample") is False and beams is None:
+        for name in ("temperature", "top_p", "min_p"):
+            if name in kwargs:
+                del kwargs[name]
+                skipped[f"decoder.{name}"] = "do_sample is False: greedy decoding ignores it"
+        if kwargs.get("top_k") not in (None, 1):
+            skipped["decoder.top_k"] = "do_sample is False: greedy decoding is top_k=1"
+        kwargs["top_k"] = 1
+
+    if _get(d, "typical_p") is not None:
+        skipped["decoder.typical_p"] = "TensorRT-LLM's SamplingParams has no typical_p"
+    return kwargs, skipped
+
+
+#: ``decoder.field`` -> TensorRT-LLM SamplingParams attribute, for effective values.
+TRT_SAMPLING_READBACK = {
+    "decoder.temperature": "temperature",
+    "decoder.top_k": "top_k",
+    "decoder.top_p": "top_p",
+    "decoder.min_p": "min_p",
+    "decoder.repetition_penalty": "repetition_penalty",
+    "decoder.presence_penalty": "presence_penalty",
+    "decoder.frequency_penalty": "frequency_penalty",
+    "decoder.no_repeat_ngram_size": "no_repeat_ngram_size",
+    "decoder.max_new_tokens": "max_tokens",
+    "decoder.min_new_tokens": "min_tokens",
+    "decoder.seed": "seed",
+    "decoder.ignore_eos": "ignore_eos",
+    "decoder.n": "n",
+    "decoder.length_penalty": "length_penalty",
+    "decoder.early_stopping": "early_stopping",
+}
+
+_SLUG = re.compile(r"[^A-Za-z0-9._-]+")
+
+#: LLM arguments that do not change the built engine (runtime only), left out of the hash.
+_RUNTIME_ONLY = ("kv_cache_config",)
+
+
+def trtllm_engine_cache_dir(cfg: Any, llm_kwargs: Mapping[str, Any], trtllm_version: str = "") -> Path | None:
+    """Folder for the engine these settings build, under ``tensorrt.engine_dir``.
+
+    The name is the model's last path part and a hash of the build-relevant arguments and
+    the TensorRT-LLM version, so different settings never share an engine. None when
+    ``engine_dir`` is unset.
+    """
+    root = _get(_section(cfg, "tensorrt"), "engine_dir")
+    if root is None:
+        return None
+    build = {k: v for k, v in llm_kwargs.items() if k not in _RUNTIME_ONLY}
+    blob = json.dumps({"args": build, "trtllm": trtllm_version}, sort_keys=True, default=str)
+    digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
+    name = _SLUG.sub("_", Path(str(llm_kwargs.get("model", cfg.model))).name or "model")
+    return Path(root).expanduser() / f"{name}-{digest}"
+
+
+def _has_engine(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and any(folder.glob("*.engine"))
+
+
+def build_llm_objects(kwargs: Kwargs, llmapi: Any, build_config_cls: Any = None) -> Kwargs:
+    """Replace the dict forms of ``quant_config``/``kv_cache_config``/``build_config``.
+
+    ``llmapi`` is the ``tensorrt_llm.llmapi`` module (or anything with ``QuantConfig``,
+    ``QuantAlgo`` and ``KvCacheConfig``); ``build_config_cls`` is TensorRT-LLM's
+    ``BuildConfig``.
+    """
+    out = dict(kwargs)
+    if isinstance(out.get("quant_config"), Mapping):
+        fields = {k: getattr(llmapi.QuantAlgo, v) for k, v in out["quant_config"].items()}
+        out["quant_config"] = llmapi.QuantConfig(**fields)
+    if isinstance(out.get("kv_cache_config"), Mapping):
+        out["kv_cache_config"] = llmapi.KvCacheConfig(**out["kv_cache_config"])
+    if isinstance(out.get("build_config"), Mapping):
+        if build_config_cls is None:
+            raise LlemError(
+                "TensorRT-LLM's BuildConfig could not be imported, so build_config "
+                "(tensorrt.builder_opt_level) cannot be applied."
+            )
+        out["build_config"] = build_config_cls(**out["build_config"])
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Run code: imports tensorrt_llm lazily
+# --------------------------------------------------------------------------------------
+
+
+def _import_trtllm() -> tuple[Any, Any, str, Any, Any]:
+    """tensorrt_llm, the TensorRT-engine LLM class and its import path, llmapi, BuildConfig."""
+    try:
+        import tensorrt_llm
+        from tensorrt_llm import llmapi
+    except ImportError as exc:
+        raise missing_dependency("tensorrt_llm", "tensorrt", "the TensorRT-LLM backend") from exc
+    try:  # TensorRT-LLM 1.x: the TensorRT-engine LLM moved here
+        from tensorrt_llm._tensorrt_engine import LLM
+
+        where = "tensorrt_llm._tensorrt_engine.LLM"
+    except ImportError:  # 0.1x / 0.2x: tensorrt_llm.LLM builds TensorRT engines
+        LLM = tensorrt_llm.LLM  # noqa: N806
+        where = "tensorrt_llm.LLM"
+    build_config = getattr(tensorrt_llm, "BuildConfig", None)
+    if build_config is None:
+        build_config = getattr(llmapi, "BuildConfig", None)
+    return tensorrt_llm, LLM, where, llmapi, build_config
+
+
+def _resolve_model(cfg: Any) -> str:
+    name = cfg.model
+    try:
+        from llem.models import resolve_model
+    except ImportError:
+        return name
+    spec = resolve_model(name)
+    if spec.gguf_file:
+        raise ConfigError(
+            f"Model {name!r} is a GGUF file, which TensorRT-LLM cannot load. Use a "
+            "transformers checkpoint (a hub id or a folder with config.json)."
+        )
+    return spec.id_or_path
+
+
+#: ``section.field`` -> attribute path in the LLM's ``args`` (LlmArgs).
+_TRT_EFFECTIVE = {
+    "tensorrt.dtype": ("dtype",),
+    "tensorrt.tp_size": ("tensor_parallel_size",),
+    "tensorrt.pp_size": ("pipeline_parallel_size",),
+    "tensorrt.max_batch_size": ("build_config.max_batch_size", "max_batch_size"),
+    "tensorrt.max_input_len": ("build_config.max_input_len", "max_input_len"),
+    "tensorrt.max_seq_len": ("build_config.max_seq_len", "max_seq_len"),
+    "tensorrt.max_num_tokens": ("build_config.max_num_tokens", "max_num_tokens"),
+    "tensorrt.builder_opt_level": ("build_config.opt_level",),
+    "tensorrt.quantization": ("quant_config.quant_algo",),
+    "tensorrt.kv_cache_dtype": ("quant_config.kv_cache_quant_algo", "kv_cache_config.dtype"),
+    "tensorrt.kv_cache_free_gpu_memory_fraction": ("kv_cache_config.free_gpu_memory_fraction",),
+    "tensorrt.enable_kv_cache_reuse": ("kv_cache_config.enable_block_reuse",),
+}
+
+
+def effective_from_llm_args(args: Any) -> dict[str, Any]:
+    """Resolved values read back from a TensorRT-LLM ``LlmArgs`` (or a look-alike)."""
+    found: dict[str, Any] = {}
+    for key, paths in _TRT_EFFECTIVE.items():
+        for path in paths:
+            obj = args
+            for part in path.split("."):
+                obj = getattr(obj, part, None) if obj is not None else None
+            if obj is not None:
+                found[key] = obj if isinstance(obj, (int, float, bool, str)) else str(obj)
+                break
+    return found
+
+
+def _iterable(obj: Any) -> bool:
+    try:
+        iter(obj)
+    except TypeError:
+        return False
+    return True
+
+
+class _Stream:
+    """What one streamed request delivered, filled by a consumer thread."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[float, int]] = []
+        self.final: Any = None
+        self.error: BaseException | None = None
+
+
+_NOT_LOADED = "The TensorRT-LLM backend has no model loaded: call load(config) first."
+
+
+class TensorRTBackend:
+    """Runs a configuration on TensorRT-LLM (``pip install 'llem[tensorrt]'``; CUDA GPU)."""
+
+    name = "tensorrt"
+
+    def __init__(self) -> None:
+        self._llm: Any = None
+        self._tokenizer: Any = None
+        self._config: Any = None
+        self._params: Any = None
+        self.load_info: LoadInfo | None = None
+
+    def load(self, config: Any) -> LoadInfo:
+        """Build (or load a cached) TensorRT engine for ``config``; report what resolved."""
+        trtllm, llm_cls, llm_path, llmapi, build_config_cls = _import_trtllm()
+        device = _require_cuda("TensorRT-LLM")
+        model = _resolve_model(config)
+        kwargs, skipped = trtllm_llm_kwargs(config, model=model)
+        version = str(getattr(trtllm, "__version__", ""))
+        effective: dict[str, Any] = {"llem.trtllm_llm_class": llm_path}
+
+        cache = trtllm_engine_cache_dir(config, kwargs, version)
+        if cache is not None and _has_engine(cache):
+            # The engine was built from these same settings (the folder name is their hash);
+            # only runtime arguments may be given alongside an engine.
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("quant_config", "build_config")}
+            kwargs["model"] = str(cache)
+            kwargs.setdefault("tokenizer", model)  # the engine folder may hold no tokenizer
+            effective["llem.engine"] = f"reused {cache}"
+
+        start = time.perf_counter()
+        self._llm = llm_cls(**build_llm_objects(kwargs, llmapi, build_config_cls))
+        if cache is not None and "llem.engine" not in effective:
+            cache.mkdir(parents=True, exist_ok=True)
+            self._llm.save(str(cache))
+            effective["llem.engine"] = f"built and saved to {cache}"
+        elif "llem.engine" not in effective:
+            effective["llem.engine"] = "built (not cached: tensorrt.engine_dir is unset)"
+        load_s = time.perf_counter() - start
+
+        params_kw, more = trtllm_sampling_kwargs(config)
+        skipped.update(more)
+        self._params = trtllm.SamplingParams(**params_kw)
+        effective.update(read_back(self._params, TRT_SAMPLING_READBACK, params_kw))
+        if not params_kw.get("use_beam_search") and not any(
+            params_kw.get(k) is not None for k in ("temperature", "top_p", "top_k")
+        ):
+            # TensorRT-LLM decodes greedily when none of the three is given.
+            effective["decoder.do_sample"] = False
+        effective["llem.token_timing"] = (
+            "per streamed update: each token is stamped when its update reaches Python; "
+            "tokens delivered in one update share that time"
+        )
+        effective.update(effective_from_llm_args(getattr(self._llm, "args", None)))
+        self._tokenizer = self._llm.tokenizer
+        self._config = config
+        self.load_info = LoadInfo(
+            model_id=model,
+            load_s=load_s,
+            effective=effective,
+            skipped=skipped,
+            versions={"tensorrt_llm": version},
+            device=device,
+            max_context_tokens=effective.get("tensorrt.max_seq_len"),
+        )
+        return self.load_info
+
+    def generate(self, prompts: Sequence[str], on_phase: PhaseCallback | None = None) -> BatchOutput:
+        """Generate one batch, streaming every request and stamping each token update."""
+        llm = self._loaded()
+        limit = getattr(self._config, "max_input_tokens", None)
+        encoded = [truncate_ids(self._tokenizer.encode(p), limit) for p in prompts]
+        total_input = sum(len(ids) for ids, _ in encoded)
+        phase = on_phase or (lambda _name: None)
+
+        phase("prefill")
+        start = time.perf_counter()
+        results = [
+            llm.generate_async(ids, sampling_params=self._params, streaming=True) for ids, _ in encoded
+        ]
+        per_token = all(_iterable(r) for r in results)
+        if per_token:
+            streams = self._consume(results, start, phase)
+        else:
+            # This version's results cannot be iterated: wait for them without token times.
+            streams = []
+            for r in results:
+                s = _Stream()
+                s.final = r.result()
+                streams.append(s)
+            phase("decode")
+            if self.load_info is not None:
+                self.load_info.effective["llem.token_timing"] = (
+                    "none per token: streamed results were not iterable in this "
+                    "TensorRT-LLM version; only the batch time is known"
+                )
+        duration = time.perf_counter() - start
+
+        requests = []
+        firsts = []
+        for prompt, (ids, cut), s in zip(prompts, encoded, streams):
+            if s.error is not None:
+                raise s.error
+            seqs = list(getattr(s.final, "outputs", []) or [])
+            text = seqs[0].text if seqs else ""
+            n_out = sum(len(q.token_ids) for q in seqs)
+            times = token_times_from_counts(s.events) if per_token else ()
+            if times:
+                firsts.append(times[0])
+            requests.append(RequestOutput(prompt, text, len(ids), n_out, times, cut))
+        if per_token and firsts and len(firsts) == len(requests):
+            prefill_s = max(firsts)
+        else:
+            prefill_s = float("nan")  # not observable: NaN rather than a guess
+        return BatchOutput(tuple(requests), duration, prefill_s, 0, total_input)
+
+    @staticmethod
+    def _consume(results: list[Any], start: float, phase: PhaseCallback) -> list[_Stream]:
+        """Iterate every streamed result in its own thread; call ``phase("decode")`` here."""
+        streams = [_Stream() for _ in results]
+
+        def drain(result: Any, stream: _Stream) -> None:
+            try:
+                last = None
+                for out in result:
+                    now = time.perf_counter() - start
+                    count = len(out.outputs[0].token_ids) if out.outputs else 0
+                    stream.events.append((now, count))
+                    last = out
+                stream.final = last if last is not None else result
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+                stream.error = exc
+
+        threads = [threading.Thread(target=drain, args=(r, s), daemon=True) for r, s in zip(results, streams)]
+        for th in threads:
+            th.start()
+        decoded = False
+        while any(th.is_alive() for th in threads):
+            if not decoded and all(s.events and s.events[-1][1] > 0 for s in streams):
+                decoded = True
+                phase("decode")
+            time.sleep(0.0005)
+        for th in threads:
+            th.join()
+        if not decoded:
+            phase("decode")
+        return streams
+
+    def count_tokens(self, text: str) -> int:
+        """Length of ``text`` in the loaded model's tokens."""
+        if self._tokenizer is None:
+            raise LlemError(_NOT_LOADED)
+        return len(self._tokenizer.encode(text))
+
+    def release(self) -> None:
+        """Shut the executor down and free GPU memory; safe to call twice."""
+        if self._llm is None:
+            return
+        llm, self._llm = self._llm, None
+        self._tokenizer = None
+        self._params = None
+        shutdown = getattr(llm, "shutdown", None)
+        if callable(shutdown):
+            try:
+                shutdown()
+            except Exception:  # noqa: BLE001 - best effort on teardown
+                pass
+        del llm
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover
+            pass
+
+    def _loaded(self) -> Any:
+        if self._llm is None:
+            raise LlemError(_NOT_LOADED)
+        return self._llm

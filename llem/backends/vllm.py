@@ -1,0 +1,682 @@
+"""The vLLM backend: llem's configuration translated to vLLM's own arguments, and a runner.
+
+The module has two layers:
+
+- pure translation functions (:func:`vllm_engine_kwargs`, :func:`vllm_sampling_kwargs`,
+  :func:`vllm_beam_search_kwargs`) that turn an experiment configuration into the exact
+  keyword arguments of ``vllm.LLM`` / ``vllm.EngineArgs``, ``vllm.SamplingParams`` and
+  ``vllm.sampling_params.BeamSearchParams``. Each returns ``(kwargs, skipped)``, where
+  ``skipped`` maps ``section.field`` to the reason a set field has no effect. They import
+  nothing and are unit-tested without vLLM;
+- :class:`VLLMBackend`, thin run code that imports vLLM on first use.
+
+Names, defaults and where each argument lives in vLLM's source are in ``docs/engines.md``.
+A field left ``None`` means "vLLM's default" and is never passed.
+
+Timing: vLLM's ``RequestOutput.metrics`` carries first- and last-token times only, and only
+when stats logging is on. The backend therefore drives the engine one step at a time and
+stamps every delivered token with ``time.perf_counter``; tokens that one engine step
+delivers together share that step's time (``LoadInfo.effective["llem.token_timing"]``
+says so). Beam search runs through ``LLM.beam_search``, which returns only at the end: its
+requests carry no per-token times.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from llem.backends.base import BatchOutput, LoadInfo, PhaseCallback, RequestOutput
+from llem.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    LlemError,
+    missing_dependency,
+)
+
+__all__ = [
+    "VLLMBackend",
+    "vllm_engine_kwargs",
+    "vllm_sampling_kwargs",
+    "vllm_beam_search_kwargs",
+    "vllm_uses_beam_search",
+    "token_times_from_counts",
+    "truncate_ids",
+    "read_back",
+]
+
+Kwargs = dict[str, Any]
+Skipped = dict[str, str]
+
+#: llem ``vllm.`` fields whose vLLM argument has the same name and meaning.
+_ENGINE_SAME_NAME = (
+    "dtype",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "gpu_memory_utilization",
+    "tensor_parallel_size",
+    "pipeline_parallel_size",
+    "enable_prefix_caching",
+    "enable_chunked_prefill",
+    "kv_cache_dtype",
+    "block_size",
+    "max_model_len",
+    "enforce_eager",
+    "quantization",
+    "swap_space",
+    "cpu_offload_gb",
+    "disable_custom_all_reduce",
+    "kv_cache_memory_bytes",
+    "compilation_config",
+    "attention_backend",
+    "trust_remote_code",
+    "revision",
+)
+
+#: llem ``decoder.`` fields that ``SamplingParams`` takes under the same name.
+_SAMPLING_SAME_NAME = (
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "repetition_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "ignore_eos",
+    "n",
+)
+
+#: llem ``decoder.`` field -> ``SamplingParams`` argument, where the names differ.
+_SAMPLING_RENAMED = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens"}
+
+#: Spelling of the n-gram (prompt lookup) drafter in older vLLM and in llem configs.
+_NGRAM_NAMES = ("ngram", "[ngram]")
+
+#: What ``BeamSearchParams.max_tokens`` gets when ``decoder.max_new_tokens`` is unset: the
+#: field is required there, and 16 is ``SamplingParams.max_tokens``'s own default.
+BEAM_DEFAULT_MAX_TOKENS = 16
+
+
+# --------------------------------------------------------------------------------------
+# Reading a configuration (real ExperimentConfig or a stand-in with the same attributes)
+# --------------------------------------------------------------------------------------
+
+
+def _section(cfg: Any, name: str) -> Any:
+    return getattr(cfg, name, None)
+
+
+def _get(section: Any, name: str) -> Any:
+    """A field's value, or None when the section or the field is absent (unset)."""
+    if section is None:
+        return None
+    return getattr(section, name, None)
+
+
+def _passthrough(cfg: Any) -> Mapping[str, Any]:
+    extra = getattr(cfg, "passthrough", None)
+    return dict(extra) if extra else {}
+
+
+def _skip_lora(cfg: Any, skipped: Skipped, engine: str) -> None:
+    """Report LoRA fields as skipped: llem's engine backends do not apply adapters yet."""
+    for name in ("lora_adapter", "lora_merge"):
+        if getattr(cfg, name, None) is not None:
+            skipped[f"experiment.{name}"] = (
+                f"llem's {engine} backend does not apply LoRA adapters yet; use "
+                "backend='pytorch', or merge the adapter into the model first"
+            )
+
+
+def _merge_passthrough(kwargs: Kwargs, extra: Mapping[str, Any], engine: str) -> None:
+    """Add pass-through keyword arguments, refusing one that a named field already set."""
+    for key, value in extra.items():
+        if key in kwargs:
+            raise ConfigError(
+                f"The pass-through argument {key!r} for {engine} is also set by a named llem "
+                f"field (to {kwargs[key]!r}). Set it in one place only: remove {key!r} from "
+                "passthrough, or unset the llem field that produces it."
+            )
+        kwargs[key] = value
+
+
+# --------------------------------------------------------------------------------------
+# Translation: pure functions, no vLLM import
+# --------------------------------------------------------------------------------------
+
+
+def vllm_uses_beam_search(cfg: Any) -> bool:
+    """True when the configuration asks for beam search (``decoder.num_beams`` > 1)."""
+    beams = _get(_section(cfg, "decoder"), "num_beams")
+    return beams is not None and beams > 1
+
+
+def vllm_engine_kwargs(cfg: Any, model: str | None = None) -> tuple[Kwargs, Skipped]:
+    """Translate a configuration into ``vllm.LLM`` / ``EngineArgs`` keyword arguments.
+
+    Parameters
+    ----------
+    cfg : ExperimentConfig or stand-in
+        Reads ``cfg.model``, ``cfg.vllm.*``, ``cfg.decoder.seed`` and ``cfg.passthrough``.
+    model : str, optional
+        What to load instead of ``cfg.model`` (a resolved local path).
+
+    Returns
+    -------
+    kwargs : dict
+        vLLM's argument names and values; unset fields are absent.
+    skipped : dict
+        ``section.field`` -> why the set field is not passed.
+
+    Raises
+    ------
+    ConfigError
+        When a pass-through key repeats an argument a named field already sets.
+    """
+    v = _section(cfg, "vllm")
+    kwargs: Kwargs = {"model": model if model is not None else cfg.model}
+    skipped: Skipped = {}
+
+    for name in _ENGINE_SAME_NAME:
+        value = _get(v, name)
+        if value is not None:
+            kwargs[name] = value
+
+    if "kv_cache_memory_bytes" in kwargs and "gpu_memory_utilization" in kwargs:
+        del kwargs["gpu_memory_utilization"]
+        skipped["vllm.gpu_memory_utilization"] = (
+            "kv_cache_memory_bytes is set, and vLLM ignores gpu_memory_utilization then"
+        )
+
+    spec_model = _get(v, "speculative_model")
+    spec_tokens = _get(v, "num_speculative_tokens")
+    if spec_model is not None:
+        spec: Kwargs = {}
+        if str(spec_model).strip().lower() in _NGRAM_NAMES:
+            spec["method"] = "ngram"
+        else:
+            spec["model"] = spec_model
+        if spec_tokens is not None:
+            spec["num_speculative_tokens"] = spec_tokens
+        kwargs["speculative_config"] = spec
+    elif spec_tokens is not None:
+        skipped["vllm.num_speculative_tokens"] = (
+            "no speculative_model is set, so there is no draft to propose tokens"
+        )
+
+    fa_version = _get(v, "flash_attn_version")
+    if fa_version is not None:
+        kwargs["attention_config"] = {"flash_attn_version": fa_version}
+
+    seed = _get(_section(cfg, "decoder"), "seed")
+    if seed is not None:
+        kwargs["seed"] = seed
+
+    _skip_lora(cfg, skipped, "vLLM")
+
+    _merge_passthrough(kwargs, _passthrough(cfg), "vLLM")
+    return kwargs, skipped
+
+
+def vllm_sampling_kwargs(cfg: Any) -> tuple[Kwargs, Skipped]:
+    """Translate the decoder section into ``vllm.SamplingParams`` keyword arguments.
+
+    ``do_sample=False`` becomes ``temperature=0`` (vLLM's greedy decoding); vLLM then
+    ignores top_k, top_p and min_p, which are reported as skipped. Beam-only fields
+    (length_penalty, early_stopping) are skipped here: see :func:`vllm_beam_search_kwargs`.
+
+    Returns
+    -------
+    kwargs : dict
+        ``SamplingParams`` argument names and values.
+    skipped : dict
+        ``decoder.field`` -> why it is not passed.
+    """
+    d = _section(cfg, "decoder")
+    kwargs: Kwargs = {}
+    skipped: Skipped = {}
+
+    for name in _SAMPLING_SAME_NAME:
+        value = _get(d, name)
+        if value is not None:
+            kwargs[name] = value
+    for ours, theirs in _SAMPLING_RENAMED.items():
+        value = _get(d, ours)
+        if value is not None:
+            kwargs[theirs] = value
+
+    if _get(d, "do_sample") is False:
+        if kwargs.get("temperature") not in (None, 0, 0.0):
+            skipped["decoder.temperature"] = "do_sample is False: vLLM decodes greedily with temperature 0"
+        kwargs["temperature"] = 0.0
+        for name in ("top_k", "top_p", "min_p"):
+            if name in kwargs:
+                del kwargs[name]
+                skipped[f"decoder.{name}"] = "do_sample is False: greedy decoding ignores it"
+
+    if _get(d, "typical_p") is not None:
+        skipped["decoder.typical_p"] = "vLLM's SamplingParams has no typical_p"
+    if _get(d, "no_repeat_ngram_size") is not None:
+        skipped["decoder.no_repeat_ngram_size"] = "vLLM's SamplingParams has no no_repeat_ngram_size"
+    for name in ("length_penalty", "early_stopping"):
+        if _get(d, name) is not None:
+            skipped[f"decoder.{name}"] = "only used by beam search (num_beams > 1)"
+    return kwargs, skipped
+
+
+def vllm_beam_search_kwargs(cfg: Any) -> tuple[Kwargs, Skipped]:
+    """Translate the decoder section into ``BeamSearchParams`` keyword arguments.
+
+    vLLM runs beam search through ``LLM.beam_search(prompts, BeamSearchParams(...))``,
+    which takes beam_width, max_tokens, ignore_eos, temperature and length_penalty only.
+    ``max_tokens`` is required there: when ``max_new_tokens`` is unset it gets
+    :data:`BEAM_DEFAULT_MAX_TOKENS`, SamplingParams' own default.
+
+    Returns
+    -------
+    kwargs : dict
+        ``BeamSearchParams`` argument names and values.
+    skipped : dict
+        ``decoder.field`` -> why it is not passed.
+    """
+    d = _section(cfg, "decoder")
+    skipped: Skipped = {}
+    beams = _get(d, "num_beams")
+    kwargs: Kwargs = {"beam_width": beams if beams is not None else 1}
+    max_new = _get(d, "max_new_tokens")
+    kwargs["max_tokens"] = max_new if max_new is not None else BEAM_DEFAULT_MAX_TOKENS
+    for name in ("ignore_eos", "temperature", "length_penalty"):
+        value = _get(d, name)
+        if value is not None:
+            kwargs[name] = value
+    if _get(d, "early_stopping") is not None:
+        skipped["decoder.early_stopping"] = "vLLM's BeamSearchParams has no early_stopping"
+    for name in (
+        "top_k",
+        "top_p",
+        "min_p",
+        "typical_p",
+        "repetition_penalty",
+        "presence_penalty",
+        "frequency_penalty",
+        "no_repeat_ngram_size",
+        "min_new_tokens",
+        "seed",
+        "n",
+        "do_sample",
+    ):
+        if _get(d, name) is not None:
+            skipped[f"decoder.{name}"] = f"vLLM's beam search takes no {name}"
+    return kwargs, skipped
+
+
+# --------------------------------------------------------------------------------------
+# Small pure helpers shared with the TensorRT-LLM backend
+# --------------------------------------------------------------------------------------
+
+
+def truncate_ids(ids: Sequence[int], max_tokens: int | None) -> tuple[list[int], bool]:
+    """Keep the first ``max_tokens`` token ids; return them and whether any were cut."""
+    ids = list(ids)
+    if max_tokens is None or len(ids) <= max_tokens:
+        return ids, False
+    return ids[:max_tokens], True
+
+
+def token_times_from_counts(events: Iterable[tuple[float, int]]) -> tuple[float, ...]:
+    """Per-token times from ``(time_s, tokens_so_far)`` observations of a stream.
+
+    Every token first seen at an observation gets that observation's time, so tokens that
+    arrive together share a time (nothing is spread out evenly). Counts that do not grow
+    add nothing.
+
+    >>> token_times_from_counts([(0.5, 1), (0.6, 1), (0.7, 3)])
+    (0.5, 0.7, 0.7)
+    """
+    times: list[float] = []
+    for t, count in events:
+        if count > len(times):
+            times.extend([t] * (count - len(times)))
+    return tuple(times)
+
+
+#: ``decoder.field`` -> SamplingParams attribute, for reading back effective values.
+SAMPLING_READBACK = {
+    "decoder.temperature": "temperature",
+    "decoder.top_k": "top_k",
+    "decoder.top_p": "top_p",
+    "decoder.min_p": "min_p",
+    "decoder.repetition_penalty": "repetition_penalty",
+    "decoder.presence_penalty": "presence_penalty",
+    "decoder.frequency_penalty": "frequency_penalty",
+    "decoder.max_new_tokens": "max_tokens",
+    "decoder.min_new_tokens": "min_tokens",
+    "decoder.seed": "seed",
+    "decoder.ignore_eos": "ignore_eos",
+    "decoder.n": "n",
+}
+
+#: ``decoder.field`` -> BeamSearchParams attribute.
+BEAM_READBACK = {
+    "decoder.num_beams": "beam_width",
+    "decoder.max_new_tokens": "max_tokens",
+    "decoder.temperature": "temperature",
+    "decoder.length_penalty": "length_penalty",
+    "decoder.ignore_eos": "ignore_eos",
+}
+
+
+def read_back(params: Any, mapping: Mapping[str, str], given: Mapping[str, Any]) -> dict[str, Any]:
+    """Effective ``decoder.*`` values: the engine object's attributes, else what was given.
+
+    Reading the constructed params object records the engine's defaults for unset fields
+    (vLLM's temperature 1.0, max_tokens 16...), not just what llem passed.
+    """
+    found: dict[str, Any] = {}
+    for key, attr in mapping.items():
+        value = getattr(params, attr, None)
+        if value is None:
+            value = given.get(attr)
+        if value is not None:
+            found[key] = value if isinstance(value, (int, float, bool, str)) else str(value)
+    return found
+
+
+# --------------------------------------------------------------------------------------
+# Run code: imports vLLM lazily
+# --------------------------------------------------------------------------------------
+
+
+def _import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as exc:
+        raise missing_dependency("vllm", "vllm", "the vLLM backend") from exc
+    return vllm
+
+
+def _require_cuda(backend: str) -> str:
+    """Name of CUDA device 0, or BackendUnavailableError saying why there is none."""
+    try:
+        import torch
+    except ImportError as exc:  # vLLM depends on torch, so this is unusual
+        raise missing_dependency("torch", None, f"the {backend} backend") from exc
+    if not torch.cuda.is_available():
+        raise BackendUnavailableError(
+            f"The {backend} backend needs an NVIDIA GPU with CUDA, and none is visible here "
+            "(torch.cuda.is_available() is False). Run on a machine with a CUDA GPU, or use "
+            "backend='pytorch', which also runs on the CPU."
+        )
+    return str(torch.cuda.get_device_name(0))
+
+
+def _resolve_model(cfg: Any) -> str:
+    """A loadable path or hub id for ``cfg.model`` (llem aliases resolved when possible)."""
+    name = cfg.model
+    try:
+        from llem.models import resolve_model
+    except ImportError:
+        return name
+    spec = resolve_model(name)
+    if spec.gguf_file:
+        return os.path.join(spec.id_or_path, spec.gguf_file)
+    return spec.id_or_path
+
+
+def _attr_path(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        if obj is None:
+            return None
+        obj = getattr(obj, part, None)
+    return obj
+
+
+#: ``section.field`` -> where vLLM keeps the resolved value, tried in order.
+_VLLM_EFFECTIVE = {
+    "vllm.dtype": ("model_config.dtype",),
+    "vllm.max_model_len": ("model_config.max_model_len",),
+    "vllm.quantization": ("model_config.quantization",),
+    "vllm.enforce_eager": ("model_config.enforce_eager",),
+    "vllm.revision": ("model_config.revision",),
+    "vllm.trust_remote_code": ("model_config.trust_remote_code",),
+    "vllm.block_size": ("cache_config.block_size",),
+    "vllm.gpu_memory_utilization": ("cache_config.gpu_memory_utilization",),
+    "vllm.kv_cache_dtype": ("cache_config.cache_dtype",),
+    "vllm.enable_prefix_caching": ("cache_config.enable_prefix_caching",),
+    "vllm.kv_cache_memory_bytes": ("cache_config.kv_cache_memory_bytes",),
+    "vllm.swap_space": ("cache_config.swap_space",),
+    "vllm.cpu_offload_gb": ("offload_config.cpu_offload_gb", "cache_config.cpu_offload_gb"),
+    "vllm.max_num_seqs": ("scheduler_config.max_num_seqs",),
+    "vllm.max_num_batched_tokens": ("scheduler_config.max_num_batched_tokens",),
+    "vllm.enable_chunked_prefill": ("scheduler_config.enable_chunked_prefill",),
+    "vllm.tensor_parallel_size": ("parallel_config.tensor_parallel_size",),
+    "vllm.pipeline_parallel_size": ("parallel_config.pipeline_parallel_size",),
+    "vllm.disable_custom_all_reduce": ("parallel_config.disable_custom_all_reduce",),
+    "vllm.attention_backend": ("attention_config.backend",),
+    "vllm.flash_attn_version": ("attention_config.flash_attn_version",),
+}
+
+
+def effective_from_vllm_config(vllm_config: Any) -> dict[str, Any]:
+    """Resolved values read back from a ``VllmConfig`` (or anything with its attributes)."""
+    found: dict[str, Any] = {}
+    for key, paths in _VLLM_EFFECTIVE.items():
+        for path in paths:
+            value = _attr_path(vllm_config, path)
+            if value is not None:
+                found[key] = value if isinstance(value, (int, float, bool, str)) else str(value)
+                break
+    return found
+
+
+class VLLMBackend:
+    """Runs a configuration on vLLM (``pip install 'llem[vllm]'``; needs a CUDA GPU)."""
+
+    name = "vllm"
+
+    def __init__(self) -> None:
+        self._llm: Any = None
+        self._tokenizer: Any = None
+        self._config: Any = None
+        self._beam = False
+        self._params: Any = None
+        self.load_info: LoadInfo | None = None
+
+    # -- protocol ------------------------------------------------------------------
+
+    def load(self, config: Any) -> LoadInfo:
+        """Build a ``vllm.LLM`` for ``config`` and report what vLLM resolved."""
+        vllm = _import_vllm()
+        device = _require_cuda("vLLM")
+        model = _resolve_model(config)
+        kwargs, skipped = vllm_engine_kwargs(config, model=model)
+        effective: dict[str, Any] = {}
+        kwargs = self._fit_to_installed(vllm, kwargs, skipped, effective)
+
+        self._beam = vllm_uses_beam_search(config)
+        if self._beam:
+            from vllm.sampling_params import BeamSearchParams
+
+            params_kw, more = vllm_beam_search_kwargs(config)
+            self._params = BeamSearchParams(**params_kw)
+            effective["llem.token_timing"] = (
+                "none per token: vLLM beam search returns only at the end of the batch"
+            )
+        else:
+            params_kw, more = vllm_sampling_kwargs(config)
+            self._params = vllm.SamplingParams(**params_kw)
+            effective["llem.token_timing"] = (
+                "per engine step: each token is stamped when the step that produced it "
+                "returns; tokens one step delivers together share that time"
+            )
+        skipped.update(more)
+        readback = BEAM_READBACK if self._beam else SAMPLING_READBACK
+        effective.update(read_back(self._params, readback, params_kw))
+
+        start = time.perf_counter()
+        self._llm = vllm.LLM(**kwargs)
+        load_s = time.perf_counter() - start
+        self._tokenizer = self._llm.get_tokenizer()
+        self._config = config
+
+        engine = getattr(self._llm, "llm_engine", None)
+        vllm_config = getattr(engine, "vllm_config", None) or engine
+        effective.update(effective_from_vllm_config(vllm_config))
+        versions = {"vllm": str(getattr(vllm, "__version__", "unknown"))}
+        try:
+            import torch
+
+            versions["torch"] = str(torch.__version__)
+        except ImportError:  # pragma: no cover - vLLM needs torch
+            pass
+        self.load_info = LoadInfo(
+            model_id=model,
+            load_s=load_s,
+            effective=effective,
+            skipped=skipped,
+            versions=versions,
+            device=device,
+            max_context_tokens=effective.get("vllm.max_model_len"),
+        )
+        return self.load_info
+
+    def generate(self, prompts: Sequence[str], on_phase: PhaseCallback | None = None) -> BatchOutput:
+        """Generate one batch, stamping each token as the engine step delivering it returns."""
+        llm = self._loaded()
+        limit = getattr(self._config, "max_input_tokens", None)
+        encoded = [truncate_ids(self._tokenizer.encode(p), limit) for p in prompts]
+        token_prompts = [{"prompt_token_ids": ids} for ids, _ in encoded]
+        total_input = sum(len(ids) for ids, _ in encoded)
+        phase = on_phase or (lambda _name: None)
+
+        if self._beam:
+            phase("prefill")
+            start = time.perf_counter()
+            outs = llm.beam_search(token_prompts, self._params)
+            duration = time.perf_counter() - start
+            requests = []
+            for prompt, (ids, cut), out in zip(prompts, encoded, outs):
+                best = out.sequences[0]
+                # A beam's tokens (and its text) include the prompt: keep what was generated.
+                gen = list(best.tokens)[len(ids) :]
+                text = self._tokenizer.decode(gen, skip_special_tokens=True)
+                requests.append(RequestOutput(prompt, text, len(ids), len(gen), (), cut))
+            # No prefill boundary is observable through LLM.beam_search: NaN, not a guess.
+            return BatchOutput(tuple(requests), duration, float("nan"), 0, total_input)
+
+        engine = llm.llm_engine
+        tag = uuid.uuid4().hex[:8]
+        ids_of = [f"llem-{tag}-{i}" for i in range(len(prompts))]
+        events: dict[str, list[tuple[float, int]]] = {rid: [] for rid in ids_of}
+        final: dict[str, Any] = {}
+        phase("prefill")
+        start = time.perf_counter()
+        for rid, token_prompt in zip(ids_of, token_prompts):
+            engine.add_request(rid, token_prompt, self._params)
+        prefill_s: float | None = None
+        while engine.has_unfinished_requests():
+            step_outputs = engine.step()
+            now = time.perf_counter() - start
+            for out in step_outputs:
+                rid = out.request_id
+                if rid not in events:
+                    continue
+                count = len(out.outputs[0].token_ids) if out.outputs else 0
+                events[rid].append((now, count))
+                if out.finished:
+                    final[rid] = out
+            if prefill_s is None and all(ev and ev[-1][1] > 0 for ev in events.values()):
+                prefill_s = now
+                phase("decode")
+        duration = time.perf_counter() - start
+
+        requests = []
+        for rid, prompt, (ids, cut) in zip(ids_of, prompts, encoded):
+            out = final.get(rid)
+            seqs = list(out.outputs) if out is not None else []
+            text = seqs[0].text if seqs else ""
+            n_out = sum(len(s.token_ids) for s in seqs)
+            times = token_times_from_counts(events[rid])
+            requests.append(RequestOutput(prompt, text, len(ids), n_out, times, cut))
+        return BatchOutput(
+            tuple(requests),
+            duration,
+            prefill_s if prefill_s is not None else duration,
+            0,
+            total_input,
+        )
+
+    def count_tokens(self, text: str) -> int:
+        """Length of ``text`` in the loaded model's tokens."""
+        if self._tokenizer is None:
+            raise LlemError("The vLLM backend has no model loaded: call load(config) first.")
+        return len(self._tokenizer.encode(text))
+
+    def release(self) -> None:
+        """Shut the engine down and free GPU memory; safe to call twice."""
+        if self._llm is None:
+            return
+        self._llm = None
+        self._tokenizer = None
+        self._params = None
+        try:
+            from vllm.distributed.parallel_state import (
+                destroy_distributed_environment,
+                destroy_model_parallel,
+            )
+
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        except Exception:  # noqa: BLE001 - best effort; absent in some versions
+            pass
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover
+            pass
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _loaded(self) -> Any:
+        if self._llm is None:
+            raise LlemError("The vLLM backend has no model loaded: call load(config) first.")
+        return self._llm
+
+    @staticmethod
+    def _fit_to_installed(vllm: Any, kwargs: Kwargs, skipped: Skipped, effective: dict[str, Any]) -> Kwargs:
+        """Adapt named fields to the installed vLLM's EngineArgs; report what cannot go."""
+        import dataclasses
+
+        try:
+            known = {f.name for f in dataclasses.fields(vllm.EngineArgs)}
+        except TypeError:  # not a dataclass: pass everything and let vLLM judge
+            return kwargs
+        backend = kwargs.get("attention_backend")
+        if backend is not None and "attention_backend" not in known:
+            del kwargs["attention_backend"]
+            os.environ["VLLM_ATTENTION_BACKEND"] = str(backend)
+            effective["vllm.attention_backend"] = f"{backend} (set through VLLM_ATTENTION_BACKEND)"
+        attention = kwargs.get("attention_config")
+        if attention is not None and "attention_config" not in known:
+            del kwargs["attention_config"]
+            version = attention.get("flash_attn_version")
+            if version is not None:
+                os.environ["VLLM_FLASH_ATTN_VERSION"] = str(version)
+                effective["vllm.flash_attn_version"] = f"{version} (set through VLLM_FLASH_ATTN_VERSION)"
+        for name in _ENGINE_SAME_NAME + ("speculative_config", "seed"):
+            if name in kwargs and name not in known:
+                del kwargs[name]
+                field = "speculative_model" if name == "speculative_config" else name
+                section = "decoder" if name == "seed" else "vllm"
+                skipped[f"{section}.{field}"] = (
+                    f"the installed vLLM {getattr(vllm, '__version__', '')} has no {name!r} engine argument"
+                )
+        return kwargs
