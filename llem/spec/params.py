@@ -134,7 +134,7 @@ DECODER = (
     Param("frequency_penalty", "decoder", "float", "Penalty growing with a token's frequency.",
           min=-2.0, max=2.0, backends=("vllm", "tensorrt"), seed_name="vllm.sampling.frequency_penalty"),
     Param("no_repeat_ngram_size", "decoder", "int", "Never repeat an n-gram of this size; 0 disables.",
-          min=0, backends=("pytorch", "tensorrt")),
+          min=0, backends=("pytorch", "tensorrt"), seed_name="pytorch.no_repeat_ngram_size"),
     Param("max_new_tokens", "decoder", "int", "Most tokens to generate per prompt.", default=128,
           min=1, max=1_048_576, unit="tokens", allow_none=False,
           engine_names={"vllm": "max_tokens", "tensorrt": "max_tokens"},
