@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= pytorch,plots,jupyter,cli,carbon,nvidia,dev
+EXTRAS ?= pytorch,plots,jupyter,cli,carbon,nvidia,ray,dev
 STAMP := $(VENV)/.llem-installed
 # a pytest run that finds no test exits 5: that is a failure here too
 PYTEST_ARGS ?=
