@@ -44,6 +44,7 @@ from llem.backends.vllm import (
     _require_cuda,
     _section,
     _skip_lora,
+    known_fields,
     read_back,
     token_times_from_counts,
     truncate_ids,
@@ -513,6 +514,8 @@ class TensorRTBackend:
         self._tokenizer: Any = None
         self._config: Any = None
         self._params: Any = None
+        self._params_cls: Any = None
+        self._params_kw: Kwargs = {}
         self.load_info: LoadInfo | None = None
 
     def load(self, config: Any) -> LoadInfo:
@@ -545,21 +548,25 @@ class TensorRTBackend:
 
         params_kw, more = trtllm_sampling_kwargs(config)
         skipped.update(more)
-        self._params = trtllm.SamplingParams(**params_kw)
+        self._params_cls = trtllm.SamplingParams
+        self._params_kw = params_kw
+        self._params = self._params_cls(**params_kw)
         effective.update(read_back(self._params, TRT_SAMPLING_READBACK, params_kw))
         if not params_kw.get("use_beam_search") and not any(
             params_kw.get(k) is not None for k in ("temperature", "top_p", "top_k")
         ):
             # TensorRT-LLM decodes greedily when none of the three is given.
             effective["decoder.do_sample"] = False
-        effective["llem.token_timing"] = (
+        timing = (
             "per streamed update: each token is stamped when its update reaches Python; "
             "tokens delivered in one update share that time"
         )
+        effective["llem.token_timing"] = timing
         effective.update(effective_from_llm_args(getattr(self._llm, "args", None)))
         self._tokenizer = self._llm.tokenizer
         self._config = config
-        self.load_info = LoadInfo(
+        self.load_info = known_fields(
+            LoadInfo,
             model_id=model,
             load_s=load_s,
             effective=effective,
@@ -567,12 +574,40 @@ class TensorRTBackend:
             versions={"tensorrt_llm": version},
             device=device,
             max_context_tokens=effective.get("tensorrt.max_seq_len"),
+            max_batch_size=effective.get("tensorrt.max_batch_size"),
+            notes=(f"Token times: {timing}.",),
+            model_path=model if Path(model).is_dir() else None,
         )
         return self.load_info
 
-    def generate(self, prompts: Sequence[str], on_phase: PhaseCallback | None = None) -> BatchOutput:
-        """Generate one batch, streaming every request and stamping each token update."""
+    def generate(
+        self,
+        prompts: Sequence[str],
+        on_phase: PhaseCallback | None = None,
+        *,
+        max_new_tokens: int | None = None,
+        min_new_tokens: int | None = None,
+        seed: int | None = None,
+    ) -> BatchOutput:
+        """Generate one batch, streaming every request and stamping each token update.
+
+        ``max_new_tokens``, ``min_new_tokens`` and ``seed`` override the configuration for
+        this batch only. ``prefill_s`` is the time at which every request had its first
+        token (NaN when streaming was unavailable).
+        """
         llm = self._loaded()
+        params = self._params
+        over = {
+            k: v
+            for k, v in (
+                ("max_tokens", max_new_tokens),
+                ("min_tokens", min_new_tokens),
+                ("seed", seed),
+            )
+            if v is not None
+        }
+        if over:
+            params = self._params_cls(**{**self._params_kw, **over})
         limit = getattr(self._config, "max_input_tokens", None)
         encoded = [truncate_ids(self._tokenizer.encode(p), limit) for p in prompts]
         total_input = sum(len(ids) for ids, _ in encoded)
@@ -580,9 +615,7 @@ class TensorRTBackend:
 
         phase("prefill")
         start = time.perf_counter()
-        results = [
-            llm.generate_async(ids, sampling_params=self._params, streaming=True) for ids, _ in encoded
-        ]
+        results = [llm.generate_async(ids, sampling_params=params, streaming=True) for ids, _ in encoded]
         per_token = all(_iterable(r) for r in results)
         if per_token:
             streams = self._consume(results, start, phase)
@@ -617,7 +650,15 @@ class TensorRTBackend:
             prefill_s = max(firsts)
         else:
             prefill_s = float("nan")  # not observable: NaN rather than a guess
-        return BatchOutput(tuple(requests), duration, prefill_s, 0, total_input)
+        return known_fields(
+            BatchOutput,
+            requests=tuple(requests),
+            duration_s=duration,
+            prefill_s=prefill_s,
+            total_input_tokens=total_input,
+            decode_steps=max((r.output_tokens for r in requests), default=0),
+            t0_perf=start,
+        )
 
     @staticmethod
     def _consume(results: list[Any], start: float, phase: PhaseCallback) -> list[_Stream]:

@@ -47,6 +47,7 @@ __all__ = [
     "token_times_from_counts",
     "truncate_ids",
     "read_back",
+    "known_fields",
 ]
 
 Kwargs = dict[str, Any]
@@ -428,6 +429,14 @@ def _resolve_model(cfg: Any) -> str:
     return spec.id_or_path
 
 
+def known_fields(cls: Any, **values: Any) -> Any:
+    """Build the record ``cls`` from the values it has fields for (the protocol grows)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names})
+
+
 def _attr_path(obj: Any, path: str) -> Any:
     for part in path.split("."):
         if obj is None:
@@ -485,6 +494,8 @@ class VLLMBackend:
         self._config: Any = None
         self._beam = False
         self._params: Any = None
+        self._params_cls: Any = None
+        self._params_kw: Kwargs = {}
         self.load_info: LoadInfo | None = None
 
     # -- protocol ------------------------------------------------------------------
@@ -503,17 +514,18 @@ class VLLMBackend:
             from vllm.sampling_params import BeamSearchParams
 
             params_kw, more = vllm_beam_search_kwargs(config)
-            self._params = BeamSearchParams(**params_kw)
-            effective["llem.token_timing"] = (
-                "none per token: vLLM beam search returns only at the end of the batch"
-            )
+            self._params_cls = BeamSearchParams
+            timing = "none per token: vLLM beam search returns only at the end of the batch"
         else:
             params_kw, more = vllm_sampling_kwargs(config)
-            self._params = vllm.SamplingParams(**params_kw)
-            effective["llem.token_timing"] = (
+            self._params_cls = vllm.SamplingParams
+            timing = (
                 "per engine step: each token is stamped when the step that produced it "
                 "returns; tokens one step delivers together share that time"
             )
+        self._params_kw = params_kw
+        self._params = self._params_cls(**params_kw)
+        effective["llem.token_timing"] = timing
         skipped.update(more)
         readback = BEAM_READBACK if self._beam else SAMPLING_READBACK
         effective.update(read_back(self._params, readback, params_kw))
@@ -534,7 +546,8 @@ class VLLMBackend:
             versions["torch"] = str(torch.__version__)
         except ImportError:  # pragma: no cover - vLLM needs torch
             pass
-        self.load_info = LoadInfo(
+        self.load_info = known_fields(
+            LoadInfo,
             model_id=model,
             load_s=load_s,
             effective=effective,
@@ -542,12 +555,29 @@ class VLLMBackend:
             versions=versions,
             device=device,
             max_context_tokens=effective.get("vllm.max_model_len"),
+            notes=(f"Token times: {timing}.",),
+            model_path=model if os.path.isdir(model) else None,
         )
         return self.load_info
 
-    def generate(self, prompts: Sequence[str], on_phase: PhaseCallback | None = None) -> BatchOutput:
-        """Generate one batch, stamping each token as the engine step delivering it returns."""
+    def generate(
+        self,
+        prompts: Sequence[str],
+        on_phase: PhaseCallback | None = None,
+        *,
+        max_new_tokens: int | None = None,
+        min_new_tokens: int | None = None,
+        seed: int | None = None,
+    ) -> BatchOutput:
+        """Generate one batch, stamping each token as the engine step delivering it returns.
+
+        ``max_new_tokens``, ``min_new_tokens`` and ``seed`` override the configuration for
+        this batch only. ``prefill_s`` is the time at which every request had its first
+        token (NaN for beam search, where it is not observable). With ``n`` > 1 the text
+        and token times are the first sequence's; ``output_tokens`` counts all sequences.
+        """
         llm = self._loaded()
+        params = self._batch_params(max_new_tokens, min_new_tokens, seed)
         limit = getattr(self._config, "max_input_tokens", None)
         encoded = [truncate_ids(self._tokenizer.encode(p), limit) for p in prompts]
         token_prompts = [{"prompt_token_ids": ids} for ids, _ in encoded]
@@ -557,7 +587,7 @@ class VLLMBackend:
         if self._beam:
             phase("prefill")
             start = time.perf_counter()
-            outs = llm.beam_search(token_prompts, self._params)
+            outs = llm.beam_search(token_prompts, params)
             duration = time.perf_counter() - start
             requests = []
             for prompt, (ids, cut), out in zip(prompts, encoded, outs):
@@ -567,7 +597,15 @@ class VLLMBackend:
                 text = self._tokenizer.decode(gen, skip_special_tokens=True)
                 requests.append(RequestOutput(prompt, text, len(ids), len(gen), (), cut))
             # No prefill boundary is observable through LLM.beam_search: NaN, not a guess.
-            return BatchOutput(tuple(requests), duration, float("nan"), 0, total_input)
+            return known_fields(
+                BatchOutput,
+                requests=tuple(requests),
+                duration_s=duration,
+                prefill_s=float("nan"),
+                total_input_tokens=total_input,
+                decode_steps=max((r.output_tokens for r in requests), default=0),
+                t0_perf=start,
+            )
 
         engine = llm.llm_engine
         tag = uuid.uuid4().hex[:8]
@@ -577,7 +615,7 @@ class VLLMBackend:
         phase("prefill")
         start = time.perf_counter()
         for rid, token_prompt in zip(ids_of, token_prompts):
-            engine.add_request(rid, token_prompt, self._params)
+            engine.add_request(rid, token_prompt, params)
         prefill_s: float | None = None
         while engine.has_unfinished_requests():
             step_outputs = engine.step()
@@ -603,12 +641,14 @@ class VLLMBackend:
             n_out = sum(len(s.token_ids) for s in seqs)
             times = token_times_from_counts(events[rid])
             requests.append(RequestOutput(prompt, text, len(ids), n_out, times, cut))
-        return BatchOutput(
-            tuple(requests),
-            duration,
-            prefill_s if prefill_s is not None else duration,
-            0,
-            total_input,
+        return known_fields(
+            BatchOutput,
+            requests=tuple(requests),
+            duration_s=duration,
+            prefill_s=prefill_s if prefill_s is not None else duration,
+            total_input_tokens=total_input,
+            decode_steps=max((ev[-1][1] for ev in events.values() if ev), default=0),
+            t0_perf=start,
         )
 
     def count_tokens(self, text: str) -> int:
@@ -649,6 +689,20 @@ class VLLMBackend:
         if self._llm is None:
             raise LlemError("The vLLM backend has no model loaded: call load(config) first.")
         return self._llm
+
+    def _batch_params(self, max_new_tokens: int | None, min_new_tokens: int | None, seed: int | None) -> Any:
+        """The loaded params, or a copy with this batch's overrides."""
+        over: Kwargs = {}
+        if max_new_tokens is not None:
+            over["max_tokens"] = max_new_tokens
+        if not self._beam:
+            if min_new_tokens is not None:
+                over["min_tokens"] = min_new_tokens
+            if seed is not None:
+                over["seed"] = seed
+        if not over:
+            return self._params
+        return self._params_cls(**{**self._params_kw, **over})
 
     @staticmethod
     def _fit_to_installed(vllm: Any, kwargs: Kwargs, skipped: Skipped, effective: dict[str, Any]) -> Kwargs:
