@@ -345,12 +345,12 @@ class ExperimentConfig(_ExperimentFields):  # type: ignore[misc, valid-type]
     study = Instance(StudyConfig)
     dataset = Instance(DatasetConfig)
     #: What llem changed or noticed while building/editing this config (alias loads, resets...).
-    notes = List()
+    notes: List[str] = List()
 
     def __init__(self, **values: Any) -> None:
         HasTraits.__init__(self)
         self._parent = None
-        self._explicit = set()
+        self._explicit: set[str] = set()
         self._suspend_rules = False
         for name, cls in _SECTION_CLASSES.items():
             self.set_trait(name, cls(_parent=self))
