@@ -8,7 +8,7 @@ from typing import Any
 from llem.spec.capabilities import CAPABILITIES
 from llem.spec.model import BACKENDS, SECTIONS
 from llem.spec.params import PRESETS, PROFILES
-from llem.spec.queries import params
+from llem.spec.queries import aliases, params
 from llem.spec.rules import RULES
 from llem.spec.tiers import TIERS, tier_for
 
@@ -134,6 +134,10 @@ def reference_markdown() -> str:
     lines += ["", "## GPU tiers", "", "| Tier | Compute capability | Examples | Adds |", "|---|---|---|---|"]
     for t in TIERS:
         lines.append(f"| {t.name} | {t.display} | {', '.join(t.examples)} | {t.adds} |")
+    lines += ["", "## Names from the seed benchmark and the engines", "",
+              "A config may use these names; it loads with a note (an `AliasWarning`), not an error.", "",
+              "| Other name | llem field |", "|---|---|"]
+    lines += [f"| `{alias}` | `{path}` |" for alias, path in sorted(aliases().items())]
     lines += ["", "## Capability matrix", "", capability_matrix_markdown()]
     notes = [f"- **{c.display}**: {c.note}" for c in CAPABILITIES if c.note]
     if notes:
