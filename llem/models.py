@@ -214,3 +214,32 @@ def not_found(name: str, tried: list[str], cause: str = "") -> ModelNotFoundErro
         "a .gguf file, or a model hub id 'owner/name' (the hub must be reachable, or the "
         "model already in the local cache)."
     )
+
+
+#: built-in LoRA adapters: alias -> folder
+BUILTIN_ADAPTERS = {"tiny-random-llama-lora": DATA_DIR / "tiny-random-llama-lora"}
+
+
+def resolve_adapter(name: str | os.PathLike[str]) -> str:
+    """Resolve a LoRA adapter alias, local folder or hub id to what peft loads.
+
+    ``tiny-random-llama-lora`` is a random rank-4 adapter for ``tiny-random-llama`` shipped
+    with llem. A local folder must hold an ``adapter_config.json``.
+    """
+    text = os.fspath(name).strip()
+    if text in BUILTIN_ADAPTERS:
+        return str(BUILTIN_ADAPTERS[text])
+    path = Path(text).expanduser()
+    if path.exists():
+        if not (path / "adapter_config.json").is_file():
+            raise ModelNotFoundError(
+                f"LoRA adapter {text!r}: the folder has no adapter_config.json. Give a folder "
+                "saved by peft, a hub id, or the built-in 'tiny-random-llama-lora'."
+            )
+        return str(path.resolve())
+    if text.startswith((".", "/", "~")):
+        raise ModelNotFoundError(
+            f"LoRA adapter {text!r}: local path does not exist. Built-in adapters: "
+            f"{', '.join(BUILTIN_ADAPTERS)}."
+        )
+    return text

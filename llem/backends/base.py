@@ -54,13 +54,35 @@ class RequestOutput:
 
 @dataclass(frozen=True)
 class BatchOutput:
-    """A generated batch: the per-request outputs and the batch's own timings."""
+    """A generated batch: the per-request outputs and the batch's own timings.
+
+    Attributes
+    ----------
+    requests : tuple of RequestOutput
+        One per prompt, in the order given.
+    duration_s : float
+        Wall time of the whole batch, seconds.
+    prefill_s : float
+        From the start of the batch to its first token, seconds.
+    padding_tokens : int
+        Pad tokens added to the prompts (left padding to the longest prompt).
+    total_input_tokens : int
+        Sum of the prompts' lengths in tokens, padding excluded.
+    decode_steps : int
+        Generated positions per row (the longest output); rows that finished early still
+        occupy the batch for these steps.
+    t0_perf : float or None
+        ``time.perf_counter()`` at the batch's start, so token times can be placed on the
+        energy timeline.
+    """
 
     requests: tuple[RequestOutput, ...]
     duration_s: float
     prefill_s: float
     padding_tokens: int = 0
     total_input_tokens: int = 0
+    decode_steps: int = 0
+    t0_perf: float | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +91,10 @@ class LoadInfo:
 
     ``effective`` maps ``section.field`` to the value the engine actually used;
     ``skipped`` maps ``section.field`` to the reason it had no effect.
+    ``max_batch_size`` is set when the engine cannot take larger batches in this setting
+    (transformers' assisted generation runs one prompt at a time); ``notes`` are short
+    sentences about choices made on the user's behalf; ``model_path`` is the local folder
+    the weights came from, when local.
     """
 
     model_id: str
@@ -79,6 +105,9 @@ class LoadInfo:
     versions: dict[str, str] = field(default_factory=dict)
     device: str = "cpu"
     max_context_tokens: int | None = None
+    max_batch_size: int | None = None
+    notes: tuple[str, ...] = ()
+    model_path: str | None = None
 
 
 #: Called by a backend during generation: ``on_phase("prefill" | "decode")``.
@@ -98,7 +127,13 @@ class Backend(Protocol):
     def generate(
         self, prompts: Sequence[str], on_phase: PhaseCallback | None = None
     ) -> BatchOutput:
-        """Generate one batch with real per-token timing, calling ``on_phase`` at phase changes."""
+        """Generate one batch with real per-token timing, calling ``on_phase`` at phase changes.
+
+        A backend may also accept the keyword arguments ``max_new_tokens``,
+        ``min_new_tokens`` (per-batch output length, for synthetic prompts) and ``seed``
+        (seed its generators before the batch); the runner passes each only when the
+        backend's ``generate`` signature names it.
+        """
         ...
 
     def count_tokens(self, text: str) -> int:
