@@ -87,10 +87,14 @@ _SAMPLING_SAME_NAME = (
     "repetition_penalty",
     "presence_penalty",
     "frequency_penalty",
-    "seed",
     "ignore_eos",
     "n",
 )
+
+#: decoder.seed seeds the engine (``EngineArgs.seed``, global, like ``torch.manual_seed``
+#: in the PyTorch backend) rather than each request: vLLM samples seeded requests with
+#: per-request generators, a slower path that would change what is being measured.
+#: A per-batch ``generate(seed=...)`` does use ``SamplingParams.seed``.
 
 #: llem ``decoder.`` field -> ``SamplingParams`` argument, where the names differ.
 _SAMPLING_RENAMED = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens"}
@@ -307,7 +311,6 @@ def vllm_beam_search_kwargs(cfg: Any) -> tuple[Kwargs, Skipped]:
         "frequency_penalty",
         "no_repeat_ngram_size",
         "min_new_tokens",
-        "seed",
         "n",
         "do_sample",
     ):
@@ -357,7 +360,6 @@ SAMPLING_READBACK = {
     "decoder.frequency_penalty": "frequency_penalty",
     "decoder.max_new_tokens": "max_tokens",
     "decoder.min_new_tokens": "min_tokens",
-    "decoder.seed": "seed",
     "decoder.ignore_eos": "ignore_eos",
     "decoder.n": "n",
 }

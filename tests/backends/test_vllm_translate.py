@@ -199,9 +199,11 @@ def test_flash_attn_version_goes_into_attention_config():
     assert kwargs["attention_config"] == {"flash_attn_version": 3}
 
 
-def test_decoder_seed_also_seeds_the_engine(make):
+def test_decoder_seed_seeds_the_engine_not_each_request(make):
     kwargs, _ = vb.vllm_engine_kwargs(make(decoder={"seed": 7}))
     assert kwargs["seed"] == 7
+    sampling, skipped = vb.vllm_sampling_kwargs(make(decoder={"seed": 7}))
+    assert "seed" not in sampling and "decoder.seed" not in skipped
 
 
 def test_passthrough_is_merged(make):
@@ -240,8 +242,8 @@ def test_llem_defaults_of_a_real_config_are_passed():
     assert engine["model"] == "owner/model"
     assert set(engine) <= VLLM_ENGINE_ARGS
     assert set(sampling) <= VLLM_SAMPLING_ARGS
-    for name, value in (("seed", cfg.decoder.seed), ("max_tokens", cfg.decoder.max_new_tokens)):
-        assert sampling.get(name) == value
+    assert engine.get("seed") == cfg.decoder.seed
+    assert sampling.get("max_tokens") == cfg.decoder.max_new_tokens
 
 
 def test_decoder_fields_map_to_sampling_params(make):
@@ -270,7 +272,6 @@ def test_decoder_fields_map_to_sampling_params(make):
         "frequency_penalty": -0.5,
         "max_tokens": 64,
         "min_tokens": 8,
-        "seed": 3,
         "ignore_eos": True,
         "n": 2,
     }
