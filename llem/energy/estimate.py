@@ -73,75 +73,28 @@ class CpuSpec:
 #: product pages at amd.com/en/products/processors/server/epyc and .../desktops/ryzen;
 #: Intel ARK at ark.intel.com). Each TDP also agrees with codecarbon's cpu_power.csv (3.3).
 #: For Intel client parts the figure is "Processor Base Power" (TDP-up for 11th-gen mobile).
+_AMD = "amd.com product page, default TDP"
+_ARK = "Intel ARK, TDP"
+_ARK_BASE = "Intel ARK, Processor Base Power"
+_ARK_UP = "Intel ARK, configurable TDP-up"
+
+# fmt: off
 CPU_TDP_TABLE: tuple[CpuSpec, ...] = (
-    # AMD EPYC 7003 "Milan" / 7002 "Rome" / 9004 "Genoa": amd.com product pages, default TDP
-    CpuSpec(
-        "AMD EPYC 7763", 280.0, 64, 128, "amd.com EPYC 7763 page: 64 cores, 128 threads, 280 W default TDP"
-    ),
-    CpuSpec(
-        "AMD EPYC 7713", 225.0, 64, 128, "amd.com EPYC 7713 page: 64 cores, 128 threads, 225 W default TDP"
-    ),
-    CpuSpec(
-        "AMD EPYC 7742", 225.0, 64, 128, "amd.com EPYC 7742 page: 64 cores, 128 threads, 225 W default TDP"
-    ),
-    CpuSpec(
-        "AMD EPYC 9654", 360.0, 96, 192, "amd.com EPYC 9654 page: 96 cores, 192 threads, 360 W default TDP"
-    ),
-    # Intel Xeon Scalable: ark.intel.com
-    CpuSpec(
-        "Intel Xeon Platinum 8380",
-        270.0,
-        40,
-        80,
-        "Intel ARK Xeon Platinum 8380: 40 cores, 80 threads, TDP 270 W",
-    ),
-    CpuSpec(
-        "Intel Xeon Platinum 8480+",
-        350.0,
-        56,
-        112,
-        "Intel ARK Xeon Platinum 8480+: 56 cores, 112 threads, TDP 350 W",
-    ),
-    CpuSpec(
-        "Intel Xeon Platinum 8592+",
-        350.0,
-        64,
-        128,
-        "Intel ARK Xeon Platinum 8592+: 64 cores, 128 threads, TDP 350 W",
-    ),
-    CpuSpec(
-        "Intel Xeon Gold 6248R", 205.0, 24, 48, "Intel ARK Xeon Gold 6248R: 24 cores, 48 threads, TDP 205 W"
-    ),
-    # Client parts
-    CpuSpec(
-        "Intel Core i9-13900K",
-        125.0,
-        24,
-        32,
-        "Intel ARK Core i9-13900K: 24 cores, 32 threads, Processor Base Power 125 W",
-    ),
-    CpuSpec(
-        "Intel Core i7-1185G7",
-        28.0,
-        4,
-        8,
-        "Intel ARK Core i7-1185G7: 4 cores, 8 threads, configurable TDP-up 28 W",
-    ),
-    CpuSpec(
-        "AMD Ryzen 9 7950X",
-        170.0,
-        16,
-        32,
-        "amd.com Ryzen 9 7950X page: 16 cores, 32 threads, default TDP 170 W",
-    ),
-    CpuSpec(
-        "AMD Ryzen 7 5800X",
-        105.0,
-        8,
-        16,
-        "amd.com Ryzen 7 5800X page: 8 cores, 16 threads, default TDP 105 W",
-    ),
+    # name                        TDP W  cores threads  where the figures come from
+    CpuSpec("AMD EPYC 7763",             280.0, 64, 128, _AMD),  # Milan
+    CpuSpec("AMD EPYC 7713",             225.0, 64, 128, _AMD),  # Milan
+    CpuSpec("AMD EPYC 7742",             225.0, 64, 128, _AMD),  # Rome
+    CpuSpec("AMD EPYC 9654",             360.0, 96, 192, _AMD),  # Genoa
+    CpuSpec("Intel Xeon Platinum 8380",  270.0, 40, 80, _ARK),   # Ice Lake-SP
+    CpuSpec("Intel Xeon Platinum 8480+", 350.0, 56, 112, _ARK),  # Sapphire Rapids
+    CpuSpec("Intel Xeon Platinum 8592+", 350.0, 64, 128, _ARK),  # Emerald Rapids
+    CpuSpec("Intel Xeon Gold 6248R",     205.0, 24, 48, _ARK),   # Cascade Lake
+    CpuSpec("Intel Core i9-13900K",      125.0, 24, 32, _ARK_BASE),
+    CpuSpec("Intel Core i7-1185G7",       28.0, 4, 8, _ARK_UP),
+    CpuSpec("AMD Ryzen 9 7950X",         170.0, 16, 32, _AMD),
+    CpuSpec("AMD Ryzen 7 5800X",         105.0, 8, 16, _AMD),
 )
+# fmt: on
 
 
 @dataclass(frozen=True)
@@ -291,7 +244,7 @@ def cpu_power_figure(
             spec.name,
             spec.tdp_w,
             spec.threads,
-            f"{spec.name} TDP {spec.tdp_w:g} W / {spec.threads} threads ({spec.source})",
+            f"{spec.name} TDP {spec.tdp_w:g} W / {spec.threads} threads ({spec.cores} cores; {spec.source})",
         )
     if use_codecarbon:
         path = Path(codecarbon_table) if codecarbon_table else codecarbon_cpu_table_path()
