@@ -1,0 +1,625 @@
+"""``%load_ext llem``: the ``%%llem`` cell magic and the ``%llem`` line magic.
+
+The magic is thin: it parses options, builds an :class:`~llem.config.ExperimentConfig`,
+calls :func:`llem.run` and displays what came back. Every mistake a user can make here
+(an invalid option, a value the config refuses, an unknown backend, a missing package)
+reaches the notebook as a short :class:`~IPython.core.error.UsageError`, without a
+traceback.
+
+Loading is cheap: this module imports IPython (already loaded in a kernel), traitlets and
+llem's table; torch, transformers, ipywidgets and the plotting libraries load on first use.
+
+Settings (``%config LlemMagics`` lists them)::
+
+    %config LlemMagics.default_model = "tiny-random-llama"
+    %config LlemMagics.defaults = {"decoder.max_new_tokens": 16, "experiment.repeats": 2}
+"""
+
+from __future__ import annotations
+
+import html
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import MagicArgumentParser
+from traitlets import Bool, Dict, Enum, Int, TraitError, Unicode, validate
+
+from llem import spec
+from llem.errors import LlemError
+from llem.spec.model import BACKENDS, SECTIONS
+
+#: Keys a YAML cell may hold besides dotted paths: section names and experiment fields.
+_TOP_KEYS = frozenset(SECTIONS) | {p.name for p in spec.params("experiment")}
+
+#: ``%%llem`` options that set one table field: option dest -> path (``{backend}`` is the
+#: run's backend).
+OPTION_PATHS = {
+    "model": "experiment.model",
+    "backend": "experiment.backend",
+    "max_new_tokens": "decoder.max_new_tokens",
+    "batch_size": "{backend}.batch_size",
+    "repeats": "experiment.repeats",
+    "dtype": "{backend}.dtype",
+    "meter": "experiment.meter",
+    "preset": "decoder.preset",
+    "profile": "experiment.profile",
+    "prompts": "experiment.prompts",
+    "num_prompts": "experiment.num_prompts",
+    "target": "experiment.target_gpu",
+}
+
+
+def _choices(path: str) -> tuple[Any, ...]:
+    return tuple(spec.param(path).choices or ())
+
+
+def _add_run_options(p: MagicArgumentParser) -> None:
+    """The options shared by ``%%llem`` and ``%llem config``; their help comes from the table."""
+
+    def helptext(path: str) -> str:
+        row = spec.param(path.replace("{backend}", "pytorch"))
+        return row.help + (f" ({row.unit})" if row.unit else "")
+
+    p.add_argument("-m", "--model", help=helptext("experiment.model"))
+    p.add_argument("-b", "--backend", help=helptext("experiment.backend") + " One of: "
+                   + ", ".join(BACKENDS) + ".")
+    p.add_argument("-n", "--max-new-tokens", type=int, help=helptext("decoder.max_new_tokens"))
+    p.add_argument("--batch-size", type=int, help=helptext("{backend}.batch_size"))
+    p.add_argument("-r", "--repeats", type=int, help=helptext("experiment.repeats"))
+    p.add_argument("--dtype", help="Precision of the chosen backend: "
+                   + ", ".join(_choices("pytorch.dtype")) + ".")
+    p.add_argument("--meter", help=helptext("experiment.meter") + " One of: "
+                   + ", ".join(_choices("experiment.meter")) + ".")
+    p.add_argument("--preset", help=helptext("decoder.preset") + " One of: "
+                   + ", ".join(_choices("decoder.preset")) + ".")
+    p.add_argument("--profile", help=helptext("experiment.profile"))
+    p.add_argument("--prompts", help=helptext("experiment.prompts"))
+    p.add_argument("--num-prompts", type=int, help=helptext("experiment.num_prompts"))
+    p.add_argument("--target", help=helptext("experiment.target_gpu"))
+    p.add_argument("-c", "--config", help="A YAML or JSON config file (or a variable holding an "
+                   "ExperimentConfig or a dict); the options above override it.")
+    p.add_argument("-s", "--set", action="append", nargs="+", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="Set any field, e.g. --set decoder.temperature=0.7 pytorch.use_cache=false. "
+                   "Values are read as YAML; 'unset' leaves the field unset.")
+
+
+def _cell_parser() -> MagicArgumentParser:
+    p = MagicArgumentParser(prog="%%llem", add_help=False, description=(
+        "Run the cell's prompts (one per line; or a YAML block with 'prompts:' and config keys) "
+        "through llem.run and show the result."))
+    _add_run_options(p)
+    p.add_argument("-o", "--out", metavar="NAME", help="Store the Result in this variable.")
+    p.add_argument("-q", "--quiet", action="store_true", help="Show nothing; only store the Result.")
+    p.add_argument("--no-live", action="store_true", help="No progress bar or live power plot.")
+    return p
+
+
+def _line_parser(sub: str) -> MagicArgumentParser:
+    p = MagicArgumentParser(prog=f"%llem {sub}", add_help=False)
+    if sub == "matrix":
+        p.add_argument("--target", help="A GPU tier to highlight: 'cpu', a compute capability or a GPU name.")
+        p.add_argument("--backend", "-b", action="append", default=[],
+                       help="Show only this backend (repeatable).")
+        p.add_argument("--markdown", action="store_true", help="Show the Markdown table, not the widget.")
+    elif sub == "config":
+        p.add_argument("action", choices=("show", "validate", "panel"))
+        p.add_argument("source", nargs="?", help="A config file or a variable (ExperimentConfig or dict).")
+        _add_run_options(p)
+    elif sub == "doctor":
+        p.add_argument("--refresh", action="store_true", help="Probe the meters again.")
+    return p
+
+
+USAGE = """\
+%%llem [options]            run the cell's prompts and show the result (see %%llem?)
+%llem matrix [--target T]   the capability matrix (backends x capabilities, tier gating)
+%llem config show [SOURCE] [options]      the config %%llem would build, as YAML
+%llem config validate [SOURCE] [options]  check it (rules and the GPU tier), with fixes
+%llem config panel [SOURCE] [options]     a form for it, with a Run button
+%llem last                  the last result
+%llem doctor                which energy meters work here, and why the others don't
+"""
+
+
+def _parse_value(text: str) -> Any:
+    if text.strip().lower() in ("unset", "none", "null", "~", ""):
+        return None
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _flatten(data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Nested config keys -> ``section.field`` keys (experiment fields get ``experiment.``)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise UsageError(f"{where}: config keys must be strings, not {key!r}.")
+        if key in ("sweep", "notes"):
+            continue
+        if key in SECTIONS and key != "experiment" and isinstance(value, Mapping):
+            for k, v in value.items():
+                out[f"{key}.{k}"] = v
+        elif key == "experiment" and isinstance(value, Mapping):
+            out.update({f"experiment.{k}": v for k, v in value.items()})
+        elif "." in key:
+            out[key] = value
+        else:
+            out[f"experiment.{key}"] = value
+    return out
+
+
+def _looks_like_config(data: Any) -> bool:
+    if not isinstance(data, Mapping) or not data:
+        return False
+    for key in data:
+        if not isinstance(key, str):
+            return False
+        if key in _TOP_KEYS or key == "sweep":
+            continue
+        if "." in key:
+            try:
+                spec.resolve_path(key)
+                continue
+            except LlemError:
+                return False
+        return False
+    return True
+
+
+def parse_cell(cell: str) -> tuple[dict[str, Any], list[str] | None]:
+    """Split a ``%%llem`` cell into config keys and prompts.
+
+    A cell that is a YAML mapping of config keys (``prompts:``, ``decoder:``,
+    ``model:``, ``pytorch.batch_size:``...) is a config block; anything else is prompts,
+    one per line (blank lines and lines starting with ``#`` are skipped).
+    """
+    text = cell.strip("\n")
+    if not text.strip():
+        return {}, None
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        data = None
+    if _looks_like_config(data):
+        flat = _flatten(data, "the cell")
+        prompts = flat.get("experiment.prompts")
+        if isinstance(prompts, str) and "\n" in prompts:
+            flat["experiment.prompts"] = [p for p in prompts.splitlines() if p.strip()]
+        return flat, None
+    lines = [ln.strip() for ln in text.splitlines()]
+    prompts = [ln for ln in lines if ln and not ln.startswith("#")]
+    return {}, prompts or None
+
+
+@magics_class
+class LlemMagics(Magics):
+    """The ``%llem`` / ``%%llem`` magics and their settings.
+
+    Settings are traits: ``%config LlemMagics.default_model = "tiny-random-llama"``.
+    """
+
+    default_model = Unicode(None, allow_none=True, help=(
+        "Model %%llem runs when the cell gives none (unset: the table's default, "
+        f"{spec.param('experiment.model').default!r}).")).tag(config=True)
+    default_backend = Enum(BACKENDS, None, allow_none=True, help=(
+        "Backend %%llem uses when the cell gives none (unset: the table's default).")).tag(config=True)
+    default_meter = Enum(_choices("experiment.meter"), None, allow_none=True, help=(
+        "Energy meter %%llem uses when the cell gives none (unset: 'auto').")).tag(config=True)
+    defaults = Dict(help=(
+        "Any fields, as {'section.field': value}, applied before a cell's own settings "
+        "(e.g. {'decoder.max_new_tokens': 16}).")).tag(config=True)
+    live = Enum(("auto", "widget", "off"), "auto", help=(
+        "Progress bar and live power plot while running: 'auto' shows them in a Jupyter "
+        "kernel, 'widget' always, 'off' never.")).tag(config=True)
+    show_text = Int(2, min=0, help="Generated texts shown after a run (0: none).").tag(config=True)
+    timeline = Bool(True, help="Show the power timeline (phases shaded) after a run.").tag(config=True)
+    save = Bool(False, help="Save every result as JSON in the config's output_dir.").tag(config=True)
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self.last: Any = None
+
+    @validate("defaults")
+    def _check_defaults(self, proposal: Any) -> dict[str, Any]:
+        value = dict(proposal["value"])
+        for key in value:
+            try:
+                spec.resolve_path(key if "." in key else f"experiment.{key}")
+            except LlemError as e:
+                raise TraitError(f"LlemMagics.defaults: {e}") from None
+        return value
+
+    # ------------------------------------------------------------------ the magic
+    @line_cell_magic
+    def llem(self, line: str = "", cell: str | None = None) -> Any:
+        """Measure LLM inference from a notebook.
+
+        ::
+
+          %%llem [options]
+          prompt one
+          prompt two
+
+        runs the prompts (or a YAML block: ``prompts:`` plus config keys) through
+        ``llem.run`` and shows the generated text, the summary and the power timeline; the
+        cell's value is the Result. Options::
+
+          -m/--model, -b/--backend, -n/--max-new-tokens, --batch-size, -r/--repeats, --dtype,
+          --meter, --preset, --profile, --prompts, --num-prompts, --target,
+          -c/--config FILE_OR_VARIABLE, -s/--set SECTION.FIELD=VALUE ..., -o/--out NAME,
+          -q/--quiet, --no-live
+
+        Line forms::
+
+          %llem matrix [--target T] [-b BACKEND]
+          %llem config show|validate|panel [SOURCE] [options]
+          %llem last
+          %llem doctor
+        """
+        if cell is not None:
+            return self._run_cell(line, cell)
+        return self._line(line)
+
+    # ---------------------------------------------------------------- building
+    def build_config(self, args: Any, cell_keys: Mapping[str, Any] | None = None,
+                     prompts: list[str] | None = None) -> Any:
+        """The ExperimentConfig for parsed options, the cell's keys and prompts.
+
+        Later layers win: the magic's defaults, ``--config``, the cell's YAML, the options,
+        then ``--set``. Raises UsageError with the config's message when it is refused.
+        """
+        from llem.config import ExperimentConfig
+
+        layers: list[dict[str, Any]] = []
+        base: dict[str, Any] = {}
+        if self.default_model is not None:
+            base["experiment.model"] = self.default_model
+        if self.default_backend is not None:
+            base["experiment.backend"] = self.default_backend
+        if self.default_meter is not None:
+            base["experiment.meter"] = self.default_meter
+        base.update(_flatten(self.defaults, "LlemMagics.defaults"))
+        layers.append(base)
+        source = getattr(args, "config", None) or getattr(args, "source", None)
+        if source:
+            layers.append(self._source_keys(source))
+        if cell_keys:
+            layers.append(dict(cell_keys))
+        if prompts:
+            layers.append({"experiment.prompts": prompts})
+        opts: dict[str, Any] = {}
+        for dest, path in OPTION_PATHS.items():
+            value = getattr(args, dest, None)
+            if value is not None:
+                opts[path] = value
+        layers.append(opts)
+        sets: dict[str, Any] = {}
+        for group in getattr(args, "set", None) or []:
+            for item in group:
+                key, eq, text = item.partition("=")
+                if not eq or not key.strip():
+                    raise UsageError(f"--set takes SECTION.FIELD=VALUE, not {item!r} "
+                                     "(e.g. --set decoder.temperature=0.7).")
+                key = key.strip()
+                sets[key if "." in key else f"experiment.{key}"] = _parse_value(text)
+        layers.append(sets)
+
+        merged: dict[str, Any] = {}
+        origin: dict[str, int] = {}
+        for i, layer in enumerate(layers):
+            merged.update(layer)
+            origin.update(dict.fromkeys(layer, i))
+        backend = merged.get("experiment.backend") or spec.param("experiment.backend").default
+        resolved: dict[str, Any] = {}
+        for key, value in merged.items():
+            section = key.partition(".")[0]
+            if origin[key] == 0 and section in BACKENDS and section != backend:
+                continue  # a default for another backend does not apply to this run
+            resolved[key.format(backend=backend) if "{backend}" in key else key] = value
+        import warnings
+
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                cfg = ExperimentConfig.from_dict(resolved)
+        except (LlemError, TraitError, ValueError) as e:
+            raise UsageError(_short(e)) from None
+        for w in caught:
+            cfg.notes = [*cfg.notes, str(w.message)] if str(w.message) not in cfg.notes else cfg.notes
+        return cfg
+
+    def _source_keys(self, source: str) -> dict[str, Any]:
+        from pathlib import Path
+
+        from llem.config import ExperimentConfig
+
+        ns = self.shell.user_ns if self.shell is not None else {}
+        if source in ns and not Path(source).exists():
+            obj = ns[source]
+            if isinstance(obj, ExperimentConfig):
+                return _flatten(obj.to_dict(only_set=True), source)
+            if isinstance(obj, Mapping):
+                return _flatten(obj, source)
+            raise UsageError(f"{source!r} holds a {type(obj).__name__}; --config takes a file, an "
+                             "ExperimentConfig or a dict.")
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise UsageError(f"Config file {source!r} not found (and no variable of that name). "
+                             "Give a .yaml/.yml/.json file or the name of an ExperimentConfig.")
+        import yaml
+
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise UsageError(f"{source}: not valid YAML/JSON: {e}") from None
+        if not isinstance(data, Mapping):
+            raise UsageError(f"{source}: a config file holds a mapping of fields, not a "
+                             f"{type(data).__name__}.")
+        return _flatten(data, source)
+
+    # ------------------------------------------------------------------ running
+    def _run_cell(self, line: str, cell: str) -> Any:
+        args = _cell_parser().parse_argstring(line)
+        cell_keys, prompts = parse_cell(cell)
+        cfg = self.build_config(args, cell_keys, prompts)
+        from IPython.display import display
+
+        view = None
+        if not args.quiet and not args.no_live and self._want_live():
+            view = self._live_view(cfg)
+            if view is not None:
+                display(view)
+        import llem
+        from llem.errors import RunInterrupted
+
+        try:
+            result = llem.run(cfg, progress=view.progress if view else None,
+                              on_sample=view.on_sample if view else None)
+        except RunInterrupted as e:
+            if view is not None:
+                view.failed("interrupted")
+            self._store(e.partial, args.out)
+            where = "`%llem last`" + (f" and {args.out!r}" if args.out else "")
+            raise UsageError(f"{_short(e)} The partial result is in {where}.") from None
+        except (LlemError, ImportError, MemoryError) as e:
+            if view is not None:
+                view.failed(_short(e).splitlines()[0])
+            raise UsageError(_short(e)) from None
+        if view is not None:
+            view.done(result)
+        self._store(result, args.out)
+        if self.save:
+            try:
+                result.save()
+            except OSError as e:
+                raise UsageError(f"The run finished but saving its result failed: {e}") from None
+        if args.quiet:
+            return None
+        extra = RunReport(result, n_text=self.show_text, timeline=self.timeline)
+        if extra.has_content():
+            display(extra)
+        return result
+
+    def _want_live(self) -> bool:
+        if self.live == "off":
+            return False
+        if self.live == "widget":
+            return True
+        return getattr(self.shell, "kernel", None) is not None
+
+    def _live_view(self, cfg: Any) -> Any:
+        try:
+            from llem.widgets.runview import RunView
+        except ImportError:
+            return None
+        return RunView(title=f"{cfg.model} on {cfg.backend}")
+
+    def _store(self, result: Any, name: str | None) -> None:
+        self.last = result
+        if self.shell is not None:
+            self.shell.user_ns["_llem_last"] = result
+            if name:
+                if not name.isidentifier():
+                    raise UsageError(f"-o takes a variable name, not {name!r}.")
+                self.shell.user_ns[name] = result
+
+    # --------------------------------------------------------------- line forms
+    def _line(self, line: str) -> Any:
+        try:
+            words = shlex.split(line)
+        except ValueError as e:
+            raise UsageError(f"%llem: {e}") from None
+        if not words or words[0] in ("help", "-h", "--help"):
+            print(USAGE)
+            return None
+        sub, rest = words[0], line.strip()[len(words[0]):]
+        if sub == "last":
+            if self.last is None:
+                raise UsageError("No llem result yet in this session: run a %%llem cell first.")
+            return self.last
+        if sub not in ("matrix", "config", "doctor", "panel"):
+            from llem.errors import did_you_mean
+
+            raise UsageError(f"Unknown %llem command {sub!r}."
+                             f"{did_you_mean(sub, ['matrix', 'config', 'last', 'doctor'])}\n{USAGE}")
+        if sub == "panel":
+            sub, rest = "config", "panel " + rest
+        args = _line_parser(sub).parse_argstring(rest)
+        if sub == "matrix":
+            return self._matrix(args)
+        if sub == "doctor":
+            from llem.energy.doctor import doctor
+
+            return doctor(refresh=args.refresh)
+        return self._config(args)
+
+    def _matrix(self, args: Any) -> Any:
+        backends = tuple(args.backend) or BACKENDS
+        unknown = [b for b in backends if b not in BACKENDS]
+        if unknown:
+            from llem.errors import unknown_name
+
+            raise UsageError(str(unknown_name("backend", unknown[0], BACKENDS)))
+        if args.target is not None:
+            try:
+                spec.parse_target(args.target)
+            except ValueError as e:
+                raise UsageError(f"--target: {e}") from None
+        if not args.markdown:
+            try:
+                from llem.widgets.matrix import CapabilityMatrix
+            except ImportError:
+                pass
+            else:
+                return CapabilityMatrix(backends=backends, target=args.target)
+        cc = None
+        if args.target is not None:
+            cc = spec.parse_target(args.target)
+        return MatrixTable(backends, cc, args.target)
+
+    def _config(self, args: Any) -> Any:
+        cfg = self.build_config(args)
+        if args.action == "show":
+            return cfg
+        if args.action == "panel":
+            try:
+                from llem.widgets.panel import ConfigPanel
+            except ImportError as e:
+                raise UsageError(_short(e)) from None
+            return ConfigPanel(cfg)
+        # validate
+        problems: list[str] = []
+        try:
+            cfg.validate()
+        except LlemError as e:
+            problems.append(str(e))
+        try:
+            if cfg.target_gpu is not None:
+                cfg.check_tier()
+            else:
+                from llem.widgets.controls import machine_cc
+
+                cfg.check_tier(machine_cc=machine_cc())
+        except LlemError as e:
+            problems.append(str(e))
+        if problems:
+            raise UsageError("\n".join(problems))
+        return Validated(cfg)
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text
+
+
+class Validated:
+    """What ``%llem config validate`` shows for a config that passes."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.config = cfg
+        try:
+            self.skipped = cfg.skipped()
+        except Exception:  # noqa: BLE001
+            self.skipped = {}
+        where = f"target {cfg.target_gpu!r}" if cfg.target_gpu else "this machine"
+        self.where = where
+
+    def text(self) -> str:
+        """Plain-text verdict."""
+        lines = [f"valid: {self.config.model} on {self.config.backend} can run on {self.where}"]
+        lines += [f"  no effect: {k}: {v}" for k, v in self.skipped.items()]
+        lines += [f"  note: {n}" for n in self.config.notes]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.text()
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        text = self.text()
+        first, *rest = text.splitlines()
+        items = "".join(f"<li>{html.escape(r.strip())}</li>" for r in rest)
+        return {"text/plain": text,
+                "text/html": f"<div class='llem-valid'>&#10004; {html.escape(first)}"
+                             + (f"<ul>{items}</ul>" if items else "") + "</div>"}
+
+
+class MatrixTable:
+    """The capability matrix as HTML and Markdown (when widgets are not wanted or missing)."""
+
+    def __init__(self, backends: tuple[str, ...], cc: float | None, target: str | None) -> None:
+        self.backends, self.cc, self.target = backends, cc, target
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        tier = spec.tier_for(self.cc)
+        head = f"Capability matrix (tier {tier.name}: {tier.display})" if self.target else "Capability matrix"
+        return {
+            "text/plain": head + "\n" + spec.capability_matrix_markdown(self.backends),
+            "text/markdown": f"**{head}**\n\n" + spec.capability_matrix_markdown(self.backends),
+            "text/html": f"<b>{html.escape(head)}</b>" + spec.capability_matrix_html(
+                self.backends, highlight_cc=self.cc, highlight=self.target is not None),
+        }
+
+
+class RunReport:
+    """What ``%%llem`` shows after a run, before the Result's summary: text and timeline."""
+
+    def __init__(self, result: Any, n_text: int = 2, timeline: bool = True) -> None:
+        self.result = result
+        self.n_text = n_text
+        self.timeline = timeline
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """``(prompt, generated text)`` of the first ``n_text`` requests of the last run."""
+        reqs = list(getattr(self.result, "requests", ()) or ())[: self.n_text]
+        return [(r.prompt, r.text) for r in reqs]
+
+    def measurement(self) -> Any:
+        """The last run's measurement (None without a meter)."""
+        runs = getattr(self.result, "runs", ()) or ()
+        return getattr(runs[-1], "measurement", None) if runs else None
+
+    def has_content(self) -> bool:
+        """True when there is text or a timeline to show."""
+        return bool(self.pairs()) or (self.timeline and self.measurement() is not None)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        lines, parts = [], []
+        for prompt, text in self.pairs():
+            lines.append(f"> {prompt}\n{text.strip()}")
+            parts.append(f"<div style='margin:4px 0'><b>&gt; {html.escape(prompt)}</b><br>"
+                         f"<span style='white-space:pre-wrap'>{html.escape(text.strip()[:800])}</span></div>")
+        m = self.measurement()
+        if self.timeline and m is not None:
+            try:
+                from llem.widgets.svg import measurement_svg
+
+                parts.append(measurement_svg(m, title="power over the last measured run"))
+                lines.append(f"power timeline: {len(getattr(m, 'timeline', ()))} samples, "
+                             f"phases: {', '.join(dict.fromkeys(n for n, _a, _b in m.phase_spans()))}")
+            except Exception as exc:  # noqa: BLE001 - display never raises
+                lines.append(f"(power timeline unavailable: {exc!r})")
+        return {"text/plain": "\n".join(lines),
+                "text/html": "<div class='llem-run-report'>" + "".join(parts) + "</div>"}
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register :class:`LlemMagics` (``%load_ext llem``); replaces an earlier instance on reload."""
+    ipython.configurables[:] = [c for c in ipython.configurables if type(c).__name__ != "LlemMagics"]
+    ipython.register_magics(LlemMagics(shell=ipython))
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Forget the magics' settings object (``%unload_ext llem``)."""
+    ipython.configurables[:] = [c for c in ipython.configurables if type(c).__name__ != "LlemMagics"]
+
+
+__all__ = ["LlemMagics", "load_ipython_extension", "parse_cell", "unload_ipython_extension"]

@@ -1,0 +1,292 @@
+"""The config panel: a form generated from the table, two-way linked to an ExperimentConfig.
+
+Every control comes from a table row (:mod:`llem.widgets.controls` picks its kind), for
+the experiment section, the decoder, the chosen backend's section and the method sections
+(warmup, baseline, dataset, study). An edit in the form is applied to the config; an edit
+of the config (in code, or by another panel) shows in the form. A value the config refuses,
+or one the GPU tier cannot run, is not applied: its reason shows next to the form and the
+control goes back to the config's value. Nothing here raises from a callback.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from typing import Any
+
+from traitlets import TraitError
+
+from llem import spec
+from llem.config import ExperimentConfig, Section
+from llem.spec.model import BACKENDS
+from llem.widgets.controls import RowControl, _ParseError, machine_cc, require_ipywidgets
+from llem.widgets.runview import RunView
+
+_w = require_ipywidgets()
+
+#: Sections shown, in tab order; ``"backend"`` stands for the chosen backend's section.
+PANEL_SECTIONS = ("experiment", "decoder", "backend", "warmup", "baseline", "dataset", "study")
+
+
+class ConfigPanel(_w.VBox):  # type: ignore[misc, name-defined]
+    """A form for an :class:`~llem.config.ExperimentConfig`, with a Run button.
+
+    Parameters
+    ----------
+    config : ExperimentConfig, optional
+        The config to edit (a new default one when None). The panel edits this object:
+        changes made in code show in the form, and the other way round.
+    target : str, optional
+        Sets ``config.target_gpu`` (``"cpu"``, ``"T4"``, ``"A100"``, ``"H100"``, ``"8.6"``):
+        the tier the form gates against. Without it (and without a target in the config)
+        the form gates against this machine's GPU, or the ``cpu`` tier.
+    prompts : optional
+        Prompts for the Run button (default: the config's ``prompts``).
+    runner : callable, optional
+        ``runner(config, prompts, progress=..., on_sample=...)``; default :func:`llem.run`.
+
+    Attributes
+    ----------
+    controls : dict
+        ``section.field`` -> :class:`~llem.widgets.controls.RowControl`.
+    error : ipywidgets.HTML
+        The last refused edit's reason (empty when the last edit was applied).
+    notes : ipywidgets.HTML
+        Settings that will have no effect, and what the config noted.
+    output : ipywidgets.Output
+        Where the Run button's results appear.
+    result : Result or None
+        The last run's result; ``results`` keeps all of them.
+    """
+
+    def __init__(self, config: ExperimentConfig | None = None, *, target: str | float | None = None,
+                 prompts: Any = None, runner: Callable[..., Any] | None = None, **kwargs: Any) -> None:
+        self.config = config if config is not None else ExperimentConfig()
+        if target is not None:
+            self.config.target_gpu = str(target)
+        self.prompts = prompts
+        self._runner = runner
+        self.controls: dict[str, RowControl] = {}
+        self.result: Any = None
+        self.results: list[Any] = []
+        self.last_error = ""
+        self.title = _w.HTML()
+        self.tabs = _w.Tab()
+        self.error = _w.HTML(value="")
+        self.error.add_class("llem-error")
+        self.notes = _w.HTML(value="")
+        self.run_button = _w.Button(description="Run", button_style="primary", icon="play",
+                                    tooltip="Run this experiment (llem.run) and show the result below")
+        self.run_button.add_class("llem-run-button")
+        self.run_button.on_click(self._on_run_click)
+        self.live = _w.VBox()
+        self.output = _w.Output()
+        self._built_for: str | None = None
+        self._build()
+        self._observe_config()
+        super().__init__(
+            children=[self.title, self.tabs, self.error, self.notes, self.run_button, self.live, self.output],
+            **kwargs,
+        )
+        self.add_class("llem-config-panel")
+
+    # -- the tier ----------------------------------------------------------------------------------
+    @property
+    def cc(self) -> float | None:
+        """Compute capability the form gates against (None = cpu)."""
+        if self.config.target_gpu is not None:
+            return spec.parse_target(self.config.target_gpu)
+        return machine_cc()
+
+    def tier_text(self) -> str:
+        """``tier ampere: 8.0+ (Ampere) - target 'A100'`` or ``... - this machine``."""
+        tier = spec.tier_for(self.cc)
+        where = f"target {self.config.target_gpu!r}" if self.config.target_gpu else "this machine"
+        return f"tier {tier.name}: {tier.display} ({where})"
+
+    # -- building ----------------------------------------------------------------------------------
+    def _sections(self) -> list[str]:
+        backend = self.config.backend
+        return [backend if s == "backend" else s for s in PANEL_SECTIONS]
+
+    def _build(self) -> None:
+        """(Re)make every control for the config's backend and gate it."""
+        backend = self.config.backend
+        for rc in self.controls.values():
+            rc.widget.close()
+            if rc.reset is not None:
+                rc.reset.close()
+        self.controls = {}
+        pages, titles = [], []
+        cc = self.cc
+        for section in self._sections():
+            rows = spec.params(section, backend)
+            boxes = []
+            for row in rows:
+                rc = RowControl(row, backend, self._on_edit)
+                value = self.config.get(row.path)
+                rc.value = value
+                rc.gate(cc)
+                rc.show(value)
+                self.controls[row.path] = rc
+                boxes.append(rc.box)
+            if boxes:
+                pages.append(_w.VBox(boxes))
+                titles.append(section)
+        selected = self.tabs.selected_index
+        self.tabs.children = pages
+        self.tabs.titles = titles
+        if selected is not None and selected < len(pages):
+            self.tabs.selected_index = selected
+        self._built_for = backend
+        self._refresh_header()
+
+    def _observe_config(self) -> None:
+        cfg = self.config
+        cfg.observe(self._from_config, names=list(cfg._rows))
+        for name in ("decoder", *BACKENDS, "warmup", "baseline", "dataset", "study"):
+            section: Section = getattr(cfg, name)
+            section.observe(self._from_config, names=list(section._rows))
+
+    def _refresh_header(self) -> None:
+        cfg = self.config
+        self.title.value = (f"<b>llem config</b>: {html.escape(str(cfg.model))} on "
+                            f"{html.escape(cfg.backend)} &mdash; {html.escape(self.tier_text())}")
+        skipped = {}
+        try:
+            skipped = cfg.skipped({"cc": self.cc} if self.cc is not None else None)
+        except Exception:  # noqa: BLE001 - a rule that cannot be read must not break the form
+            pass
+        items = [f"<li><code>{html.escape(k)}</code> will have no effect: {html.escape(v)}</li>"
+                 for k, v in skipped.items()]
+        items += [f"<li>{html.escape(n)}</li>" for n in cfg.notes[-3:]]
+        self.notes.value = f"<ul class='llem-notes'>{''.join(items)}</ul>" if items else ""
+
+    # -- config -> form ----------------------------------------------------------------------------
+    def _from_config(self, change: dict[str, Any]) -> None:
+        owner = change["owner"]
+        section = "experiment" if isinstance(owner, ExperimentConfig) else owner._section
+        path = f"{section}.{change['name']}"
+        if path == "experiment.backend" and change["new"] != self._built_for:
+            self._build()
+            return
+        rc = self.controls.get(path)
+        if rc is not None:
+            rc.show(change["new"])
+        if path == "experiment.target_gpu":
+            self._regate()
+        self._refresh_header()
+
+    def _regate(self) -> None:
+        cc = self.cc
+        for rc in self.controls.values():
+            rc.gate(cc)
+
+    def sync(self) -> None:
+        """Show the config's current values in every control."""
+        if self.config.backend != self._built_for:
+            self._build()
+            return
+        for path, rc in self.controls.items():
+            rc.show(self.config.get(path))
+        self._regate()
+        self._refresh_header()
+
+    # -- form -> config ----------------------------------------------------------------------------
+    def _on_edit(self, rc: RowControl, value: Any) -> None:
+        path = rc.row.path
+        try:
+            if isinstance(value, _ParseError):
+                self._refuse(rc, value.message)
+                return
+            if rc.kind == "dropdown" and value in rc.gated:
+                self._refuse(rc, f"{path}={value!r} refused: {rc.gated[value]}")
+                return
+            if rc.disabled_reason and value not in (None, False):
+                self._refuse(rc, f"{path}={value!r} refused: {rc.disabled_reason}")
+                return
+            try:
+                self.config.update({path: value})
+            except (TraitError, ValueError, KeyError) as e:  # InvalidValue is both
+                self._refuse(rc, str(e))
+                return
+            self.last_error = ""
+            self.error.value = ""
+            # the config may have kept the value in another form (int -> float)
+            rc.show(self.config.get(path))
+            self._refresh_header()
+        except Exception as e:  # noqa: BLE001 - a widget callback must never raise
+            self._refuse(rc, f"{path}: {type(e).__name__}: {e}")
+
+    def _refuse(self, rc: RowControl, message: str) -> None:
+        self.last_error = message
+        self.error.value = (f"<div style='color:#b00020;white-space:pre-wrap'>&#9888; "
+                            f"{html.escape(message)}</div>")
+        try:
+            self.sync()  # the refused value goes back to the config's, everywhere
+        except Exception:  # noqa: BLE001
+            rc.show(self.config.get(rc.row.path))
+
+    # -- running -----------------------------------------------------------------------------------
+    def _on_run_click(self, _button: Any = None) -> None:
+        self.run()
+
+    def run(self) -> Any:
+        """Run the experiment as configured; show progress, live power and the result below.
+
+        Returns the Result, or None when the run failed (the reason is shown, not raised).
+        """
+        runner = self._runner
+        if runner is None:
+            from llem.run import run as runner
+        view = RunView(title=f"{self.config.model} on {self.config.backend}")
+        self.live.children = (view,)
+        self.run_button.disabled = True
+        self.output.outputs = ()
+        try:
+            result = runner(self.config, self.prompts, progress=view.progress, on_sample=view.on_sample)
+        except Exception as e:  # noqa: BLE001 - shown, never raised from a button
+            message = f"{type(e).__name__}: {e}"
+            view.failed(str(e).splitlines()[0] if str(e) else type(e).__name__)
+            self.output.append_display_data(_Message(message))
+            return None
+        finally:
+            self.run_button.disabled = False
+        view.done(result)
+        self.result = result
+        self.results.append(result)
+        self.output.append_display_data(result)
+        return result
+
+    # -- text --------------------------------------------------------------------------------------
+    def text(self) -> str:
+        """The config (only what is set) as YAML, with the tier and the last refusal."""
+        lines = [f"ConfigPanel ({self.tier_text()})", self.config.to_yaml().rstrip()]
+        if self.last_error:
+            lines.append(f"refused: {self.last_error}")
+        if self.result is not None:
+            lines.append(f"last run: {self.result!r}".splitlines()[0])
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.text()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
+        data = super()._repr_mimebundle_(**kwargs)
+        if isinstance(data, dict):
+            data["text/plain"] = self.text()
+        return data
+
+
+class _Message:
+    """A short error message for an Output widget (text and red HTML)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {"text/plain": self.text,
+                "text/html": f"<div style='color:#b00020'>{html.escape(self.text)}</div>"}
+
+
+__all__ = ["PANEL_SECTIONS", "ConfigPanel"]
