@@ -32,8 +32,10 @@ import inspect
 import os
 import platform
 import statistics
+import sys
 import threading
 import time
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -371,6 +373,8 @@ def _resolve_prompts(cfg: Any, prompts: Any, backend: Any, seed: int | None,
         notes.append(f"{count} synthetic prompts of exactly {input_len} tokens, each generating "
                      f"exactly {output_len} tokens (min_new_tokens = max_new_tokens).")
         return out
+    if prompts is not None:
+        n = None  # prompts given to run() are used as given; num_prompts sizes config sources
     return load_prompts(source, n, order=order, seed=seed if seed is not None else 42)
 
 
@@ -557,6 +561,11 @@ class _SampleForwarder:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        if self.error is None:
+            try:
+                self._flush()  # what arrived since the last poll, and the closing reading
+            except Exception as exc:  # noqa: BLE001
+                self.error = exc
 
 
 def run(
@@ -757,3 +766,18 @@ def _thermal_wait(cfg: Any, seconds: float, notes: list[str], report: ProgressCa
 
 __all__ = ["BUILTIN_BACKENDS", "STRATEGIES", "backend_names", "environment",
            "get_backend_class", "make_batches", "run"]
+
+
+class _CallableModule(types.ModuleType):
+    """Make this module callable as :func:`run`.
+
+    The package exports the function ``llem.run``; importing this module (``llem.run``)
+    binds the module to that same attribute of the package. Making the module callable
+    keeps ``llem.run(config)`` working whichever happened first.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Result:
+        return run(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -160,6 +160,7 @@ class PyTorchBackend:
         self.max_input_tokens: int | None = None
         self._gen_config: Any = None
         self._gen_extra: dict[str, Any] = {}
+        self._named_gen_keys: set[str] = set()
         self._dtype_name = ""
 
     # ------------------------------------------------------------------ loading
@@ -336,8 +337,13 @@ class PyTorchBackend:
             gen_cfg.disable_compile = True  # llem compiled forward itself; don't compile twice
         elif _get(pt, "torch_compile") is False:
             gen_cfg.disable_compile = True
-        self._check_passthrough(passthrough.get("generate") or {}, extra, "generate")
-        extra.update(passthrough.get("generate") or {})
+        pass_gen = passthrough.get("generate") or {}
+        self._check_passthrough(pass_gen, dict.fromkeys(self._named_gen_keys), "generate")
+        for key, value in pass_gen.items():
+            if hasattr(gen_cfg, key):
+                setattr(gen_cfg, key, value)  # a generation setting: into the config
+            else:
+                extra[key] = value  # anything else generate() takes
         self._gen_config, self._gen_extra = gen_cfg, extra
         if compiled:
             self._trial_compile(torch, skipped, effective)
@@ -608,6 +614,7 @@ class PyTorchBackend:
             kw["output_scores"] = True
             kw["return_dict_in_generate"] = True
 
+        self._named_gen_keys = set(kw) | set(extra)
         gen_cfg = copy.deepcopy(base)
         try:
             gen_cfg.update(**kw)

@@ -171,7 +171,14 @@ def _is_source(item: object) -> bool:
     s = os.fspath(item)
     if s in BUILTIN_SETS or s.startswith("hf:"):
         return True
-    return "\n" not in s and len(s) < 4096 and Path(s).expanduser().is_file()
+    return "\n" not in s and len(s) < 4096 and _is_file(s)
+
+
+def _is_file(s: str) -> bool:
+    try:
+        return Path(s).expanduser().is_file()
+    except (OSError, ValueError):  # a long prompt text is not a usable file name
+        return False
 
 
 def _load_one(source: str | os.PathLike[str]) -> list[Prompt]:
@@ -181,7 +188,7 @@ def _load_one(source: str | os.PathLike[str]) -> list[Prompt]:
     if s.startswith("hf:"):
         return _load_dataset(s)
     path = Path(s).expanduser()
-    if path.is_file():
+    if _is_file(s):
         return _load_file(path)
     looks_like_file = path.suffix.lower() in (".txt", ".jsonl", ".json") or os.sep in s
     if looks_like_file:
@@ -311,6 +318,15 @@ def _word_tokens(tokenizer: Any, rng: random.Random, want: int = 2000) -> list[s
     return words
 
 
+def _first_word(tokenizer: Any, words: list[str], rng: random.Random) -> str:
+    """A word without its leading space that is still one token (else keep the space)."""
+    for _ in range(50):
+        w = rng.choice(words)
+        if len(tokenizer.encode(w[1:], add_special_tokens=False)) == 1:
+            return w[1:]
+    return rng.choice(words)
+
+
 def synthetic_prompts(
     tokenizer: Any,
     count: int = 512,
@@ -352,7 +368,7 @@ def synthetic_prompts(
     prompts = []
     for i in range(count):
         chosen = [rng.choice(words) for _ in range(max(1, input_len - overhead))]
-        chosen[0] = chosen[0].lstrip()
+        chosen[0] = _first_word(tokenizer, words, rng)
         text = "".join(chosen)
         length = counter(text)
         for _ in range(4 * input_len):
