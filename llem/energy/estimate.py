@@ -349,10 +349,8 @@ class EstimateMeter(Meter):
             )
         else:
             self.figure = _default_figure()
-        self._figure_inputs = {
-            f"figure_{k}": v for k, v in asdict(self.figure).items() if k != "watts_per_thread"
-        }
-        self._threads = os.cpu_count() or 1
+        self._figure_inputs = _figure_inputs(self.figure)
+        self._threads = _logical_cpus()
         self._clock = clock
         self._cpu_seconds = cpu_seconds or (
             _process_cpu_seconds if scope == "process" else _system_cpu_seconds
@@ -501,6 +499,11 @@ class EstimateMeter(Meter):
 
 
 @functools.lru_cache(maxsize=1)
+def _logical_cpus() -> int:
+    return os.cpu_count() or 1
+
+
+@functools.lru_cache(maxsize=1)
 def _default_figure() -> CpuPowerFigure:
     return cpu_power_figure()
 
@@ -517,7 +520,36 @@ def _system_cpu_seconds() -> float:
     return float(busy)
 
 
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+_statm_fd: int | None = None
+
+
+def _reset_statm_fd() -> None:
+    global _statm_fd
+    _statm_fd = None  # a forked child must not read its parent's /proc/<pid>/statm
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_statm_fd)
+
+
+def _statm_rss_bytes() -> float:
+    """RSS of the calling process from ``/proc/self/statm`` (Linux; one ``pread``)."""
+    global _statm_fd
+    if _statm_fd is None:
+        _statm_fd = os.open("/proc/self/statm", os.O_RDONLY)
+    return float(int(os.pread(_statm_fd, 128, 0).split()[1]) * _PAGE_SIZE)
+
+
 def _process_rss_bytes() -> Any:
+    """A function returning this process's RSS in bytes (``/proc`` on Linux, else psutil)."""
+    try:
+        _statm_rss_bytes()
+        return _statm_rss_bytes
+    except (OSError, ValueError, IndexError):
+        pass
     import psutil
 
     proc = psutil.Process()
@@ -526,6 +558,11 @@ def _process_rss_bytes() -> Any:
         return float(proc.memory_info().rss)
 
     return rss
+
+
+@functools.lru_cache(maxsize=8)
+def _figure_inputs(figure: CpuPowerFigure) -> dict[str, Any]:
+    return {f"figure_{k}": v for k, v in asdict(figure).items() if k != "watts_per_thread"}
 
 
 def _system_used_bytes() -> float:
