@@ -21,8 +21,8 @@ A meter is a small object with four calls, made from one thread at a time:
 A meter may be started again after ``stop()`` (the window measures the idle baseline and
 then the run with the same meter). Optional extras: ``versions()`` (library and driver
 versions), ``describe()`` (one line of provenance), ``cache_key`` (what the meter
-measures, to key the baseline cache) and ``carbon()`` (a meter that knows a carbon
-figure, as codecarbon does).
+measures, to key the baseline cache), ``notes`` (lines for the measurement's notes) and
+``carbon()`` (a meter that knows a carbon figure, as codecarbon does).
 
 Third-party meters register in the ``llem.meters`` entry-point group; a class is
 checked when it is registered (:func:`llem.energy.registry.check_meter_class`).
@@ -159,9 +159,18 @@ class CompositeMeter(Meter):
 
     name = "auto"
 
-    def __init__(self, meters: list[Any], label: str | None = None) -> None:
+    def __init__(self, meters: list[Any], label: str | None = None, notes: tuple[str, ...] = ()) -> None:
         self.meters = list(meters)
         self._label = label
+        self._notes = tuple(notes)
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What the reader of the measurement should know (the parts' notes included)."""
+        out = list(self._notes)
+        for m in self.meters:
+            out.extend(getattr(m, "notes", ()) or ())
+        return tuple(out)
 
     @property
     def label(self) -> str:

@@ -214,6 +214,11 @@ class RaplMeter(Meter):
         return [d for d in self._scan.domains if self.include_dram or d.kind == "cpu"]
 
     @property
+    def notes(self) -> tuple[str, ...]:
+        """Zones skipped by the scan, and why."""
+        return tuple(f"rapl: {n}" for n in self._scan.notes) if self._scan else ()
+
+    @property
     def has_dram(self) -> bool:
         """True when a DRAM domain will be read."""
         try:

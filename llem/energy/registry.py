@@ -146,12 +146,12 @@ def auto_meter(devices: Any = None) -> CompositeMeter:
     estimate's RAM model. Probes are cached for the process
     (:func:`clear_probe_cache` forgets them).
     """
-    plan = _auto_plan(_devices_key(devices))
+    plan, notes = _auto_decision(_devices_key(devices))
     meters: list[Any] = []
     for name, kw in plan:
         cls = get_meter_class(name)
         meters.append(cls(devices=devices, **kw))
-    return CompositeMeter(meters, label="auto")
+    return CompositeMeter(meters, label="auto", notes=notes)
 
 
 def _devices_key(devices: Any) -> Any:
@@ -161,21 +161,34 @@ def _devices_key(devices: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=16)
-def _auto_plan(devices: Any) -> tuple[tuple[str, dict[str, Any]], ...]:
-    plan: list[tuple[str, dict[str, Any]]] = []
+def _auto_decision(devices: Any) -> tuple[tuple[tuple[str, dict[str, Any]], ...], tuple[str, ...]]:
+    """The meters auto uses, and notes for the measurement on what it could not use."""
     from llem.energy.nvml import gpu_indices
 
-    if gpu_indices(devices) != []:
-        if get_meter_class("nvml")(devices=devices).probe().available:
+    plan: list[tuple[str, dict[str, Any]]] = []
+    notes: list[str] = []
+    wanted = gpu_indices(devices)
+    if wanted != []:
+        probe = get_meter_class("nvml")(devices=devices).probe()
+        if probe.available:
             plan.append(("nvml", {}))
+        elif wanted:  # GPUs were asked for by index: say why they are not measured
+            notes.append(f"GPU(s) {wanted} asked for but not measured: {probe.reason}")
     rapl = get_meter_class("rapl")()
-    if rapl.probe().available:
+    probe = rapl.probe()
+    if probe.available:
         plan.append(("rapl", {}))
         if not getattr(rapl, "has_dram", False):
             plan.append(("estimate", {"cpu": False}))
     else:
         plan.append(("estimate", {}))
-    return tuple(plan)
+        if "permission denied" in probe.reason:
+            notes.append(f"CPU energy is estimated: the RAPL counters are not readable. {probe.reason}")
+    return tuple(plan), tuple(notes)
+
+
+def _auto_plan(devices: Any) -> tuple[tuple[str, dict[str, Any]], ...]:
+    return _auto_decision(devices)[0]
 
 
 def auto_plan(devices: Any = None) -> list[str]:
@@ -188,7 +201,7 @@ def auto_plan(devices: Any = None) -> list[str]:
 
 def clear_probe_cache() -> None:
     """Forget the cached probes (after granting RAPL access, plugging a GPU, ...)."""
-    _auto_plan.cache_clear()
+    _auto_decision.cache_clear()
     _entry_points.cache_clear()
 
 

@@ -292,6 +292,10 @@ class MeasurementWindow:
         notes: list[str],
     ) -> Measurement:
         meter = self.meter
+        try:
+            notes = [*(getattr(meter, "notes", ()) or ()), *notes]
+        except Exception:
+            pass
         timeline = _timeline(rows, readings, duration_s)
         by_device = {r.device: r.energy_j for r in readings}
         energy_j = sum(by_device.values()) if readings else None

@@ -131,3 +131,26 @@ def test_auto_plan_on_this_machine_kind():
     assert ("rapl" in plan) == has_rapl
     if not has_gpu and not has_rapl:
         assert plan == ["estimate"]
+
+
+def test_auto_says_why_asked_for_gpus_are_not_measured(monkeypatch):
+    from llem.energy.nvml import NvmlMeter
+    from llem.energy.window import measure
+
+    if NvmlMeter().probe().available:
+        pytest.skip("this machine has NVML")
+    with measure(meter="auto", devices=[0], interval_s=0.01) as m:
+        pass
+    assert any("GPU(s) [0] asked for but not measured" in n for n in m.measurement.notes)
+    assert "gpu:0" not in m.measurement.energy_j_by_device
+
+
+def test_rapl_skips_become_measurement_notes(powercap):
+    from llem.energy.rapl import RaplMeter
+    from llem.energy.window import measure
+
+    powercap.standard(psys=True)
+    with measure(meter=RaplMeter(root=powercap.root), interval_s=0.01) as m:
+        pass
+    assert any("rapl: intel-rapl:1 (psys): skipped" in n for n in m.measurement.notes)
+    assert m.measurement.method == "measured"
