@@ -52,11 +52,24 @@ OPTION_PATHS = {
 }
 
 
+class _Parser(MagicArgumentParser):
+    """Options split as a shell would (quotes removed: ``--set 'a.b={x: 1}'``); errors are UsageErrors."""
+
+    def parse_argstring(self, argstring: str, *, partial: bool = False) -> Any:
+        from IPython.utils.process import arg_split
+
+        try:
+            argv = arg_split(argstring, posix=True, strict=True)
+        except ValueError as e:
+            raise UsageError(f"{self.prog}: {e} (check the quotes)") from None
+        return self.parse_known_args(argv) if partial else self.parse_args(argv)
+
+
 def _choices(path: str) -> tuple[Any, ...]:
     return tuple(spec.param(path).choices or ())
 
 
-def _add_run_options(p: MagicArgumentParser) -> None:
+def _add_run_options(p: _Parser) -> None:
     """The options shared by ``%%llem`` and ``%llem config``; their help comes from the table."""
 
     def helptext(path: str) -> str:
@@ -86,8 +99,8 @@ def _add_run_options(p: MagicArgumentParser) -> None:
                    "Values are read as YAML; 'unset' leaves the field unset.")
 
 
-def _cell_parser() -> MagicArgumentParser:
-    p = MagicArgumentParser(prog="%%llem", add_help=False, description=(
+def _cell_parser() -> _Parser:
+    p = _Parser(prog="%%llem", add_help=False, description=(
         "Run the cell's prompts (one per line; or a YAML block with 'prompts:' and config keys) "
         "through llem.run and show the result."))
     _add_run_options(p)
@@ -97,8 +110,8 @@ def _cell_parser() -> MagicArgumentParser:
     return p
 
 
-def _line_parser(sub: str) -> MagicArgumentParser:
-    p = MagicArgumentParser(prog=f"%llem {sub}", add_help=False)
+def _line_parser(sub: str) -> _Parser:
+    p = _Parser(prog=f"%llem {sub}", add_help=False)
     if sub == "matrix":
         p.add_argument("--target", help="A GPU tier to highlight: 'cpu', a compute capability or a GPU name.")
         p.add_argument("--backend", "-b", action="append", default=[],
