@@ -574,6 +574,7 @@ def run(
     *,
     progress: ProgressCallback | None = None,
     on_sample: Callable[[Any], None] | None = None,
+    backend: Any = None,
 ) -> Result:
     """Run one experiment and measure it.
 
@@ -591,6 +592,10 @@ def run(
         ``"thermal"``, ``"run 1/3"``... and ``"done"``.
     on_sample : callable, optional
         Receives each live power sample from the energy sampler.
+    backend : backend object, optional
+        Use this backend instead of making one for ``config.backend``. The runner calls
+        its ``load(config)`` as usual but does not release it at the end: the caller owns
+        it (:func:`llem.sweep.sweep` passes one that keeps its model across runs).
 
     Returns
     -------
@@ -617,7 +622,9 @@ def run(
     warm: dict[str, Any] = {}
     thermal = None
     info = None
-    backend = get_backend_class(backend_name)()
+    owns_backend = backend is None  # a backend passed in is the caller's to release
+    if backend is None:
+        backend = get_backend_class(backend_name)()
     state: _RunState | None = None
     win_holder: dict[str, Any] = {}
     stage = "load"
@@ -658,6 +665,7 @@ def run(
         effective.update({k: v for k, v in method.items()})
         repeats = int(_get(cfg, "experiment.repeats", 3))
         effective["experiment.repeats"] = repeats
+        effective["experiment.profile"] = _get(cfg, "experiment.profile", "quick")
 
         # warmup: passes over the first batch, not measured
         stage = "warmup"
@@ -697,6 +705,8 @@ def run(
             runs.append(_run_measurement(r, state, m.measurement, peak, mem.source,
                                          info.num_parameters, True))
             state = None
+            if r == 0:
+                _check_baseline(m.measurement, _get(cfg, "baseline.max_spread", 0.2), notes)
         report("done", total, total)
     except KeyboardInterrupt:
         if state is not None and state.records:
@@ -711,8 +721,25 @@ def run(
             f"The run was interrupted during {stage}; the partial result is attached as "
             "exc.partial (marked incomplete).", partial) from None
     finally:
-        backend.release()
+        if owns_backend:
+            backend.release()
     return result(True)
+
+
+def _check_baseline(meas: Any, max_spread: float, notes: list[str]) -> None:
+    """Note when the idle baseline is too noisy to subtract (spread over mean > max_spread)."""
+    power = getattr(meas, "baseline_power_w", None)
+    spread = getattr(meas, "baseline_spread_w", None)
+    if not power or spread is None:
+        return
+    share = spread / power
+    if share > max_spread:
+        notes.append(
+            f"The idle baseline is noisy: its spread ({spread:.3g} W) is {100 * share:.0f}% of "
+            f"its mean ({power:.3g} W), above baseline.max_spread={max_spread:g}; figures "
+            "above idle (dynamic energy) are unreliable. Measure a longer baseline on a "
+            "quieter machine."
+        )
 
 
 def _warmup(backend: Any, plan: _Plan, method: dict[str, Any],

@@ -235,6 +235,21 @@ def test_baseline_gives_dynamic_energy():
     run = r.runs[0]
     assert run.dynamic_energy_j is not None and run.dynamic_energy_per_token_j is not None
     assert run.measurement.baseline_power_w is not None
+    assert r.effective_config["experiment.profile"] == "quick"
+
+
+def test_noisy_baseline_is_noted():
+    from llem.run import _check_baseline
+
+    class M:
+        baseline_power_w, baseline_spread_w = 10.0, 5.0
+
+    notes = []
+    _check_baseline(M(), 0.2, notes)
+    assert "noisy" in notes[0] and "50%" in notes[0]
+    notes = []
+    _check_baseline(M(), 0.6, notes)
+    assert notes == []
 
 
 def test_assisted_generation_forces_batches_of_one():
