@@ -10,7 +10,7 @@ The two alternate (bare, llem, llem, bare, bare, llem, ...) so that drift of the
 (other processes, frequency changes) hits both sides equally, and the ratio of the median
 tokens/s is printed. Target: llem reaches at least 0.97 of the bare loop.
 
-    python bench/bench_throughput.py                      # tiny-random-llama, ~20 s
+    python bench/bench_throughput.py                      # tiny-random-llama, ~30 s
     python bench/bench_throughput.py --model smollm2-135m --rounds 4 --max-new-tokens 16
 """
 
@@ -53,10 +53,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tiny-random-llama")
     p.add_argument("--prompts", default="qa-short")
-    p.add_argument("--num-prompts", type=int, default=16)
+    p.add_argument("--num-prompts", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--meter", default="auto")
     p.add_argument("--interval", type=float, default=0.1)
     args = p.parse_args(argv)
@@ -110,11 +110,14 @@ def main(argv=None):
     mb, ml = statistics.median(bare), statistics.median(ours)
     print()
     print(f"model {args.model}, {len(texts)} prompts, batch {args.batch_size}, "
-          f"{args.max_new_tokens} new tokens, torch {torch.__version__}, "
+          f"{args.max_new_tokens} new tokens, {args.rounds} rounds, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, energy method {method}")
     print(f"median tokens/s: bare {mb:.1f}, llem {ml:.1f}")
-    print(f"ratio of medians llem/bare: {ml / mb:.3f}   "
-          f"(median of per-round ratios {statistics.median(ratios):.3f}; target >= 0.97)")
+    print(f"llem/bare: ratio of medians {ml / mb:.3f}, median of paired ratios "
+          f"{statistics.median(ratios):.3f}, ratio of best rounds {max(ours) / max(bare):.3f} "
+          "(target >= 0.97)")
+    print("On a shared machine other processes make single rounds swing; the paired median "
+          "and the best-of ratio are the robust figures.")
 
 
 if __name__ == "__main__":

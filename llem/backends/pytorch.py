@@ -727,14 +727,18 @@ class PyTorchBackend:
             raise RuntimeError("PyTorchBackend.generate called before load() or after release().")
         texts = [str(p) for p in prompts]
         tok = self.tokenizer
-        full_lens = [len(ids) for ids in tok(texts)["input_ids"]]
+        # tokenize once; truncate (keep the start) and left-pad the id lists ourselves
+        ids = tok(texts, return_attention_mask=False)["input_ids"]
+        full_lens = [len(x) for x in ids]
         limit = self.max_input_tokens
-        enc_kw: dict[str, Any] = {"padding": True, "return_tensors": "pt"}
         if limit is not None:
-            enc_kw.update(truncation=True, max_length=int(limit))
-        enc = tok(texts, **enc_kw).to(self.device)
-        in_lens = [min(n, limit) if limit is not None else n for n in full_lens]
-        padded_len = int(enc["input_ids"].shape[1])
+            ids = [x[: int(limit)] for x in ids]
+        in_lens = [len(x) for x in ids]
+        padded_len = max(in_lens)
+        pad_id = tok.pad_token_id
+        input_ids = torch.tensor([[pad_id] * (padded_len - len(x)) + list(x) for x in ids])
+        mask = torch.tensor([[0] * (padded_len - len(x)) + [1] * len(x) for x in ids])
+        enc = {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
 
         gen_cfg = self._gen_config
         if max_new_tokens is not None or min_new_tokens is not None:
