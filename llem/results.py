@@ -467,6 +467,12 @@ class Result:
             raise
         return path
 
+    def export(self, path: str | os.PathLike[str], **kw: Any) -> Path:
+        """Write a report of this result; the suffix picks the format (see :func:`llem.report.export`)."""
+        from llem.report import export
+
+        return export(self, path, **kw)
+
     # ------------------------------------------------------------------ display
     def summary_rows(self) -> list[tuple[str, str]]:
         """``(label, value)`` rows of the headline figures, as shown in the display."""
