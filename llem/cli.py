@@ -206,7 +206,7 @@ def run(config: str, sets: tuple[str, ...], prompts: str | None, output_dir: str
               help="Where results are saved (default: the file's output_dir).")
 @click.option("--no-resume", is_flag=True, help="Run everything again instead of resuming.")
 @click.option("--target", default=None, help="Plan for this GPU: 'cpu', '8.0', 'H100'...")
-@click.option("--ray-address", default=None,
+@click.option("--ray", "--ray-address", "ray_address", default=None, metavar="ADDRESS",
               help="Run the trials on this Ray cluster ('auto' for the local one).")
 @click.option("--max-retries", type=int, default=3, show_default=True,
               help="Retries of a Ray trial whose worker died.")
