@@ -12,7 +12,9 @@ def test_sweep_command_passes_ray_address(monkeypatch, tmp_path):
         seen.update(path=path, ray_address=ray_address, **kw)
         return 0
 
-    monkeypatch.setattr("llem.sweep.sweep_command", fake)
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("llem.sweep"), "sweep_command", fake)
     f = tmp_path / "s.yaml"
     f.write_text("model: tiny-random-llama\nsweep:\n  grid:\n    pytorch.batch_size: [1, 2]\n")
     for flag in ("--ray", "--ray-address"):
