@@ -406,6 +406,14 @@ def test_power_plot_shows_a_measurement_with_phases():
     assert set(plot.series) == set(m.device_names)
 
 
+def test_power_svg_thins_long_series():
+    series = {"cpu": [(float(i), 1.0 + i % 7) for i in range(5000)]}
+    svg = power_svg(series, max_points=100)
+    points = svg.split('points="')[1].split('"')[0].split()
+    assert len(points) == 100
+    assert svg.count("<polyline") == 1
+
+
 def test_power_svg_without_samples():
     svg = power_svg({})
     assert "waiting for power samples" in svg and svg.endswith("</svg>")

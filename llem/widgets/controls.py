@@ -118,7 +118,7 @@ def gate_problem(gate: Gate | None, cc: float | None) -> str | None:
         return None
     text = problem[0].upper() + problem[1:] + "."
     if gate.reason:
-        text += f" {gate.reason[0].upper()}{gate.reason[1:]}."
+        text += f" {gate.reason.rstrip('.')}."
     if gate.alternative:
         text += f" Fix: {gate.alternative}."
     return text

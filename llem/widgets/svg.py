@@ -37,6 +37,14 @@ def _nice_max(v: float) -> float:
     return 10 * exp  # pragma: no cover
 
 
+def _thin(points: list[tuple[float, float]], max_points: int) -> list[tuple[float, float]]:
+    n = len(points)
+    if n <= max_points or max_points < 2:
+        return points
+    step = (n - 1) / (max_points - 1)
+    return [points[round(i * step)] for i in range(max_points)]
+
+
 def power_svg(
     series: Mapping[str, Sequence[tuple[float, float | None]]],
     spans: Sequence[tuple[str, float, float]] = (),
@@ -45,6 +53,7 @@ def power_svg(
     height: int = 220,
     title: str = "",
     note: str = "",
+    max_points: int = 600,
 ) -> str:
     """Render power lines (W over s) with shaded phase bands as an ``<svg>`` string.
 
@@ -60,11 +69,15 @@ def power_svg(
         Shown top left.
     note : str
         Shown top right (for example how the power was obtained: ``estimated``).
+    max_points : int
+        Points drawn per device at most; a longer series is thinned evenly (its first and
+        last points kept), so a long run stays a light page.
     """
     esc = html.escape
     left, right, top, bottom = 48, 12, 24, 30
     pw, ph = width - left - right, height - top - bottom
-    pts = {d: [(t, p) for t, p in s if p is not None and math.isfinite(p)] for d, s in series.items()}
+    pts = {d: _thin([(t, p) for t, p in s if p is not None and math.isfinite(p)], max_points)
+           for d, s in series.items()}
     ts = [t for s in pts.values() for t, _ in s] + [x for _, a, b in spans for x in (a, b)]
     t_max = max(ts, default=1.0)
     t_min = min(ts, default=0.0)
