@@ -59,6 +59,9 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--meter", default="auto")
     p.add_argument("--interval", type=float, default=0.1)
+    p.add_argument("--warmup", type=int, default=1,
+                   help="llem warmup passes per call (the quick profile's 1: each llem.run "
+                        "loads a fresh model, which the bare loop, kept warm, does not)")
     args = p.parse_args(argv)
 
     import torch
@@ -79,7 +82,7 @@ def main(argv=None):
     batches = [texts[i:i + args.batch_size] for i in range(0, len(texts), args.batch_size)]
     cfg = ExperimentConfig.from_dict({
         "model": args.model, "prompts": args.prompts, "num_prompts": args.num_prompts,
-        "repeats": 1, "warmup.runs": 0, "meter": args.meter,
+        "repeats": 1, "warmup.runs": args.warmup, "meter": args.meter,
         "sampling_interval_s": args.interval, "max_input_tokens": 512,
         "pytorch.batch_size": args.batch_size,
         "decoder.max_new_tokens": args.max_new_tokens,
