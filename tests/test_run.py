@@ -288,3 +288,21 @@ def test_smollm2_writes_english():
     common = {"the", "a", "is", "of", "and", "in", "to", "paris", "city", "france", "it", "its"}
     assert sum(w in common for w in words) >= 2, text
     assert r.runs[0].tokens_per_s > 0 and not math.isnan(r.runs[0].tokens_per_s)
+
+
+def test_backend_lookup():
+    from llem.backends.pytorch import PyTorchBackend
+    from llem.errors import UnknownNameError
+    from llem.run import backend_names, get_backend_class
+
+    assert get_backend_class("pytorch") is PyTorchBackend
+    assert {"pytorch", "vllm", "tensorrt"} <= set(backend_names())
+    with pytest.raises(UnknownNameError, match="Did you mean 'pytorch'"):
+        get_backend_class("pytorh")
+
+
+def test_llem_run_is_callable_after_importing_the_module():
+    import llem.run as module
+
+    assert callable(llem.run) and callable(module)
+    assert module.run.__name__ == "run"
