@@ -406,27 +406,33 @@ def _plan(cfg: Any, prompts: list[Prompt], backend: Any, info: Any, effective: d
         notes.append(f"{n_trunc} prompt(s) longer than max_input_tokens={max_in} were truncated "
                      "(their end was cut).")
 
-    section = cfg.backend_section if hasattr(cfg, "backend_section") else getattr(
-        cfg, _get(cfg, "experiment.backend", "pytorch"), None)
-    strategy = getattr(section, "batching_strategy", None) or "static"
-    batch_size = getattr(section, "batch_size", None) or 1
-    budget = getattr(section, "max_tokens_per_batch", None)
-    cap = getattr(info, "max_batch_size", None)
-    if cap is not None and (batch_size > cap or strategy.endswith("dynamic")):
-        skipped["pytorch.batch_size"] = (
-            f"this setting runs at most {cap} prompt(s) per batch "
-            "(transformers' assisted generation); batches of 1 were used")
-        strategy, batch_size = "static", cap
-    if strategy.endswith("static") and budget is not None:
-        skipped["pytorch.max_tokens_per_batch"] = (
-            f"only used by the dynamic strategies (batching_strategy is {strategy!r})")
-    batches = make_batches(lengths, strategy, batch_size, budget, int(max_new))
-    effective["pytorch.batching_strategy"] = strategy
-    if strategy.endswith("dynamic"):
-        effective["pytorch.max_tokens_per_batch"] = int(budget or DEFAULT_MAX_TOKENS_PER_BATCH)
-        effective["pytorch.batch_size"] = max(len(b) for b in batches)
+    bname = _get(cfg, "experiment.backend", "pytorch")
+    section = cfg.backend_section if hasattr(cfg, "backend_section") else getattr(cfg, bname, None)
+    if section is None or not hasattr(section, "batch_size"):
+        # an engine with its own scheduler (vLLM, TensorRT-LLM): submit every prompt at once
+        batches = [list(range(len(prompts)))]
+        notes.append(f"The {bname} engine schedules requests itself: all {len(prompts)} prompts "
+                     "were submitted together (no runner-side batching).")
     else:
-        effective["pytorch.batch_size"] = batch_size
+        strategy = getattr(section, "batching_strategy", None) or "static"
+        batch_size = getattr(section, "batch_size", None) or 1
+        budget = getattr(section, "max_tokens_per_batch", None)
+        cap = getattr(info, "max_batch_size", None)
+        if cap is not None and (batch_size > cap or strategy.endswith("dynamic")):
+            skipped[f"{bname}.batch_size"] = (
+                f"the backend runs at most {cap} prompt(s) per batch in this setting (see the "
+                f"notes); batches of {cap} were used")
+            strategy, batch_size = "static", cap
+        if strategy.endswith("static") and budget is not None:
+            skipped[f"{bname}.max_tokens_per_batch"] = (
+                f"only used by the dynamic strategies (batching_strategy is {strategy!r})")
+        batches = make_batches(lengths, strategy, batch_size, budget, int(max_new))
+        effective[f"{bname}.batching_strategy"] = strategy
+        if strategy.endswith("dynamic"):
+            effective[f"{bname}.max_tokens_per_batch"] = int(budget or DEFAULT_MAX_TOKENS_PER_BATCH)
+            effective[f"{bname}.batch_size"] = max(len(b) for b in batches)
+        else:
+            effective[f"{bname}.batch_size"] = batch_size
     effective["experiment.max_input_tokens"] = max_in
     effective["experiment.num_prompts"] = len(prompts)
 

@@ -259,6 +259,29 @@ def test_assisted_generation_forces_batches_of_one():
     assert "batches of 1" in r.skipped["pytorch.batch_size"]
 
 
+def test_engine_without_batch_size_gets_every_prompt_at_once():
+    from types import SimpleNamespace
+
+    from llem.run import _plan
+
+    class Engine:
+        name = "vllm"
+
+        def count_tokens(self, text):
+            return len(text.split())
+
+        def generate(self, prompts, on_phase=None, *, seed=None):
+            raise AssertionError("not called")
+
+    cfg = SimpleNamespace(backend="vllm", max_input_tokens=512, vllm=SimpleNamespace(max_num_seqs=None),
+                          decoder=SimpleNamespace(max_new_tokens=8, seed=1))
+    prompts = llem.prompts.load_prompts("code", 5)
+    notes = []
+    plan = _plan(cfg, prompts, Engine(), SimpleNamespace(max_context_tokens=4096), {}, {}, notes)
+    assert plan.batches == [[0, 1, 2, 3, 4]] and plan.gen_kw == [{"seed": 1}]
+    assert "schedules requests itself" in notes[0]
+
+
 def test_warmup_adaptive_records_convergence():
     r = llem.run(config(**{"warmup.runs": 1, "warmup.adaptive": True, "warmup.window": 2,
                            "warmup.max_runs": 4, "warmup.cv_threshold": 0.5,
