@@ -110,6 +110,18 @@ def _load_config(path: str | None, sets: Sequence[str]) -> Any:
     return cfg
 
 
+def quiet_libraries() -> None:
+    """Silence the progress bars transformers draws while loading a model."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if importlib.util.find_spec("transformers") is not None:
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except Exception:  # noqa: BLE001 - cosmetic only
+            pass
+
+
 class _Progress:
     """``progress(stage, done, total)`` for :func:`llem.run`, drawn as tqdm bars on stderr."""
 
@@ -144,8 +156,11 @@ class _Progress:
             if stage.startswith("run "):
                 self.bar.set_description(f"measuring {stage}")
             self.bar.total = max(total, 1)
-            self.bar.n = min(done, self.bar.total)
-            self.bar.refresh()
+            step = min(done, self.bar.total) - self.bar.n
+            if step > 0:
+                self.bar.update(step)
+            else:
+                self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:
@@ -174,6 +189,8 @@ def run(config: str, sets: tuple[str, ...], prompts: str | None, output_dir: str
         click.echo(f"note: {path} has no effect: {why}", err=True)
     from llem.run import run as run_experiment
 
+    if quiet:
+        quiet_libraries()
     progress = _Progress(enabled=not quiet)
     try:
         result = run_experiment(cfg, prompts, progress=progress)

@@ -69,6 +69,12 @@ def model_problem(model: str) -> str | None:
 
 def _progress(quiet: bool) -> Any:
     if quiet:
+        try:
+            from llem.cli import quiet_libraries
+
+            quiet_libraries()
+        except ImportError:
+            pass
         return None
     try:
         from llem.cli import _Progress
