@@ -519,14 +519,14 @@ def _run_measurement(index: int, state: _RunState, meas: Any, peak_mib: float | 
     )
 
 
-def _window(cfg: Any) -> Any:
-    """An energy window for ``cfg``."""
+def _window(cfg: Any, baseline: bool = True) -> Any:
+    """An energy window for ``cfg`` (with its idle baseline unless ``baseline`` is False)."""
     from llem.energy.window import measure
 
     return measure(
         meter=_get(cfg, "experiment.meter", "auto"),
         interval_s=_get(cfg, "experiment.sampling_interval_s", 0.1),
-        baseline_s=_get(cfg, "baseline.seconds", 0.0),
+        baseline_s=_get(cfg, "baseline.seconds", 0.0) if baseline else 0.0,
         baseline_cache_ttl_s=_get(cfg, "baseline.cache_ttl_s", 3600.0),
         grid_intensity_g_per_kwh=_get(cfg, "experiment.grid_intensity_g_per_kwh"),
     )
@@ -785,9 +785,10 @@ def _warmup(backend: Any, plan: _Plan, method: dict[str, Any],
 
 
 def _thermal_wait(cfg: Any, seconds: float, notes: list[str], report: ProgressCallback) -> Any:
-    win = _window(cfg)
-    t0 = time.perf_counter()
+    # the wait's own window needs no idle baseline: measuring one would use up the wait
+    win = _window(cfg, baseline=False)
     with win as m:
+        t0 = time.perf_counter()
         m.mark("thermal")
         while (elapsed := time.perf_counter() - t0) < seconds:
             report("thermal", int(elapsed), int(seconds))
