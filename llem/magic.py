@@ -17,9 +17,11 @@ Settings (``%config LlemMagics`` lists them)::
 
 from __future__ import annotations
 
+import contextlib
 import html
+import importlib.util
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -236,6 +238,9 @@ class LlemMagics(Magics):
     show_text = Int(2, min=0, help="Generated texts shown after a run (0: none).").tag(config=True)
     timeline = Bool(True, help="Show the power timeline (phases shaded) after a run.").tag(config=True)
     save = Bool(False, help="Save every result as JSON in the config's output_dir.").tag(config=True)
+    quiet_libraries = Bool(True, help=(
+        "Hide the progress bars transformers draws while it loads a model during a %%llem run "
+        "(llem's own progress shows the load).")).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -395,8 +400,9 @@ class LlemMagics(Magics):
         from llem.errors import RunInterrupted
 
         try:
-            result = llem.run(cfg, progress=view.progress if view else None,
-                              on_sample=view.on_sample if view else None)
+            with _library_bars_hidden(self.quiet_libraries):
+                result = llem.run(cfg, progress=view.progress if view else None,
+                                  on_sample=view.on_sample if view else None)
         except RunInterrupted as e:
             if view is not None:
                 view.failed("interrupted")
@@ -527,6 +533,26 @@ class LlemMagics(Magics):
         if problems:
             raise UsageError("\n".join(problems))
         return Validated(cfg)
+
+
+@contextlib.contextmanager
+def _library_bars_hidden(hide: bool) -> Iterator[None]:
+    """Hide transformers' progress bars for the duration (restored after)."""
+    if not hide or importlib.util.find_spec("transformers") is None:
+        yield
+        return
+    try:
+        from transformers.utils import logging as hf_logging
+    except Exception:  # noqa: BLE001 - cosmetic only
+        yield
+        return
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _short(e: BaseException) -> str:

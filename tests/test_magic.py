@@ -345,6 +345,31 @@ def test_interrupted_run_keeps_the_partial_result(ip, monkeypatch):
     assert ip.user_ns["part"] is partial and ip.run_line_magic("llem", "last") is partial
 
 
+def test_library_progress_bars_hidden_during_a_run_only(ip, monkeypatch):
+    hf_logging = pytest.importorskip("transformers.utils.logging")
+    import llem
+
+    seen = []
+    real = llem.run
+
+    def spy(cfg, *a, **k):
+        seen.append(hf_logging.is_progress_bar_enabled())
+        return real(cfg, *a, **k)
+
+    monkeypatch.setattr(llem, "run", spy)
+    assert hf_logging.is_progress_bar_enabled()
+    with capture_output():
+        ip.run_cell_magic("llem", f"{TINY} -q", "Hi")
+    assert seen == [False] and hf_logging.is_progress_bar_enabled()
+    magics(ip).quiet_libraries = False
+    try:
+        with capture_output():
+            ip.run_cell_magic("llem", f"{TINY} -q", "Hi")
+    finally:
+        magics(ip).quiet_libraries = True
+    assert seen == [False, True]
+
+
 def test_save_setting_writes_the_result(ip, tmp_path):
     magics(ip).save = True
     with capture_output():
