@@ -102,7 +102,7 @@ def _as_config(config: Any) -> Any:
     if isinstance(config, (str, os.PathLike)):
         from llem.config import ExperimentConfig
 
-        return ExperimentConfig.load(config)
+        return ExperimentConfig.load(os.fspath(config))
     if isinstance(config, dict):
         from llem.config import ExperimentConfig
 
@@ -508,7 +508,7 @@ def _run_measurement(index: int, state: _RunState, meas: Any, peak_mib: float | 
         num_requests=n, input_tokens=in_tokens, output_tokens=out_tokens,
         padding_tokens=sum(o.padding_tokens for o in outs), decode_waste_tokens=max(0, waste),
         num_batches=len(outs),
-        tokens_per_s=per(out_tokens, 1) / duration if duration > 0 else None,
+        tokens_per_s=out_tokens / duration if duration > 0 else None,
         requests_per_s=n / duration if duration > 0 else None,
         energy_j=energy, dynamic_energy_j=dyn, prefill_energy_j=pe, decode_energy_j=de,
         energy_per_token_j=per(energy, out_tokens), dynamic_energy_per_token_j=per(dyn, out_tokens),
@@ -700,8 +700,11 @@ def run(
                         live = _SampleForwarder(m, on_sample, interval)
                         live.start()
                     done0 = r * len(plan.batches)
-                    _run_batches(backend, plan, state, m.mark,
-                                 lambda b, s=stage, d=done0: report(s, d + b, total))
+
+                    def batch_done(b: int, s: str = stage, d: int = done0) -> None:
+                        report(s, d + b, total)
+
+                    _run_batches(backend, plan, state, m.mark, batch_done)
             finally:
                 peak = mem.stop()
                 if live is not None:

@@ -299,7 +299,7 @@ class PyTorchBackend:
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer or spec.id_or_path, **tok_kw)
-            model = AutoModelForCausalLM.from_pretrained(spec.id_or_path, **load_kw)
+            model: Any = AutoModelForCausalLM.from_pretrained(spec.id_or_path, **load_kw)
         except (OSError, ValueError) as exc:
             if _looks_not_found(exc):
                 raise model_not_found(spec.name, [spec.tried], _first_line(exc)) from None
@@ -355,7 +355,7 @@ class PyTorchBackend:
             dict(model.hf_device_map) if getattr(model, "hf_device_map", None) else self.device
         )
         effective["pytorch.attn_implementation"] = getattr(model.config, "_attn_implementation", None)
-        qc = getattr(model.config, "quantization_config", None)
+        qc: Any = getattr(model.config, "quantization_config", None)
         qd = qc.to_dict() if hasattr(qc, "to_dict") else (qc or {})
         effective["pytorch.load_in_4bit"] = bool(qd.get("load_in_4bit", False))
         effective["pytorch.load_in_8bit"] = bool(qd.get("load_in_8bit", False))
@@ -671,7 +671,7 @@ class PyTorchBackend:
             tok = AutoTokenizer.from_pretrained(
                 spec.tokenizer, **({"gguf_file": spec.gguf_file} if spec.gguf_file else {})
             )
-            model = AutoModelForCausalLM.from_pretrained(spec.id_or_path, **kw)
+            model: Any = AutoModelForCausalLM.from_pretrained(spec.id_or_path, **kw)
         except (OSError, ValueError) as exc:
             if _looks_not_found(exc):
                 raise model_not_found(
