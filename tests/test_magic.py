@@ -316,9 +316,9 @@ def test_live_widget_follows_the_run(ip, monkeypatch):
 
     monkeypatch.setattr(LlemMagics, "_live_view", spy)
     magics(ip).live = "widget"
-    prompts = "\n".join(f"Tell me about the number {i}." for i in range(6))
+    prompts = "\n".join(f"Tell me about the number {i}." for i in range(4))
     with capture_output() as c:
-        ip.run_cell_magic("llem", "-m tiny-random-llama -n 24 -r 2 --meter estimate "
+        ip.run_cell_magic("llem", "-m tiny-random-llama -n 16 -r 2 --meter estimate "
                           "--set experiment.sampling_interval_s=0.01", prompts)
     views = [o for o in c.outputs if "application/vnd.jupyter.widget-view+json" in o.data]
     assert len(views) == 1

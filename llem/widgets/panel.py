@@ -236,8 +236,10 @@ class ConfigPanel(_w.VBox):  # type: ignore[misc, name-defined]
 
         Returns the Result, or None when the run failed (the reason is shown, not raised).
         """
-        runner = self._runner
-        if runner is None:
+        runner: Callable[..., Any]
+        if self._runner is not None:
+            runner = self._runner
+        else:
             from llem.run import run as runner
         view = RunView(title=f"{self.config.model} on {self.config.backend}")
         self.live.children = (view,)
