@@ -17,7 +17,7 @@ from typing import Any
 from traitlets import TraitError
 
 from llem import spec
-from llem.config import ExperimentConfig, Section
+from llem.config import ExperimentConfig
 from llem.spec.model import BACKENDS
 from llem.widgets.controls import RowControl, _ParseError, machine_cc, require_ipywidgets
 from llem.widgets.runview import RunView
@@ -141,12 +141,28 @@ class ConfigPanel(_w.VBox):  # type: ignore[misc, name-defined]
         self._built_for = backend
         self._refresh_header()
 
-    def _observe_config(self) -> None:
+    def _config_objects(self) -> list[Any]:
         cfg = self.config
-        cfg.observe(self._from_config, names=list(cfg._rows))
-        for name in ("decoder", *BACKENDS, "warmup", "baseline", "dataset", "study"):
-            section: Section = getattr(cfg, name)
-            section.observe(self._from_config, names=list(section._rows))
+        return [cfg, *(getattr(cfg, name) for name in ("decoder", *BACKENDS, "warmup", "baseline",
+                                                        "dataset", "study"))]
+
+    def _observe_config(self) -> None:
+        for obj in self._config_objects():
+            obj.observe(self._from_config, names=list(obj._rows))
+
+    def close(self) -> None:
+        """Stop following the config and close every control."""
+        for obj in self._config_objects():
+            try:
+                obj.unobserve(self._from_config, names=list(obj._rows))
+            except ValueError:
+                pass
+        for rc in self.controls.values():
+            rc.widget.close()
+            if rc.reset is not None:
+                rc.reset.close()
+        self.controls = {}
+        super().close()
 
     def _refresh_header(self) -> None:
         cfg = self.config
