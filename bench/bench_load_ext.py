@@ -5,6 +5,10 @@ the kernel's first command. Process trials start a new Python process and build 
 shell (not timed: a kernel has one already) before timing the same call. Both check that
 no heavy module (torch, transformers, altair, matplotlib, ipywidgets, pandas) came with it.
 Run: ``python bench/bench_load_ext.py [trials]``.
+
+Recorded on a development machine (2 vCPUs, other jobs running), 2026-11: fresh process
+median 40 ms (5 trials, 36-56 ms), fresh Jupyter kernel median 51 ms (2 trials, 32-70 ms):
+0.13 and 0.17 of the target; no heavy module imported.
 """
 
 from __future__ import annotations
