@@ -34,12 +34,12 @@ _LAZY = {
     "sweep": "llem.sweep",
 }
 
-__all__ = sorted([*_LAZY, "__version__", "spec", "load_ipython_extension"])
+__all__ = sorted([*_LAZY, "__version__", "spec", "plots", "report", "load_ipython_extension"])
 
 
 def __getattr__(name: str) -> Any:
-    if name == "spec":
-        return importlib.import_module("llem.spec")
+    if name in ("spec", "plots", "report", "models", "prompts", "testing"):
+        return importlib.import_module(f"llem.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'llem' has no attribute {name!r}")

@@ -769,10 +769,17 @@ def _apply_atomically(
         if root is not None:
             root._check_after_update({f"{o._section}.{n}" for o, n, _ in items})
     except Exception as e:
+        changed = []
         for o, values, explicit in snapshot:
+            now = dict(o._trait_values)
             o._trait_values.clear()
             o._trait_values.update(values)
             o._explicit = explicit
+            # a trait never read before has no stored value: it falls back to its default
+            changed += [(o, k, v, getattr(o, k)) for k, v in now.items() if getattr(o, k) is not v]
+        # observers (a linked form...) saw the refused values: tell them about the rollback
+        for o, name, refused, old in changed:
+            o._notify_trait(name, refused, old)
         if root is not None and notes is not None:
             root._trait_values["notes"] = notes
         if isinstance(e, ConfigError):

@@ -192,3 +192,13 @@ def test_nested_sections_never_raise_anything_else(data):
             ExperimentConfig.from_dict(data)
         except ConfigError:
             pass
+
+
+def test_a_refused_update_tells_observers_about_the_rollback():
+    cfg = ExperimentConfig()
+    seen = []
+    cfg.pytorch.observe(lambda ch: seen.append((ch["name"], ch["new"])), names=["load_in_4bit"])
+    with pytest.raises(ConfigError):
+        cfg.update({"pytorch.load_in_4bit": True, "pytorch.load_in_8bit": True})
+    assert cfg.pytorch.load_in_4bit is None
+    assert seen == [("load_in_4bit", True), ("load_in_4bit", None)]

@@ -293,9 +293,6 @@ def test_closed_panel_stops_following_the_config():
     assert panel.controls == {} and slider.value != pytest.approx(0.9)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "llem.config rolls a refused multi-field update back without notifying observers, so a "
-    "linked form keeps showing the refused values (fix belongs in config._apply_atomically)"))
 def test_a_refused_update_in_code_leaves_the_form_on_the_config_values():
     cfg = ExperimentConfig(model="tiny-random-llama")
     panel = ConfigPanel(cfg, target="H100")
