@@ -109,6 +109,12 @@ RULES: tuple[Rule, ...] = (
          when=(C("experiment.backend", "eq", "tensorrt"), C("decoder.num_beams", "gt", 1),
                C("decoder.do_sample", "true")),
          backends=("tensorrt",)),
+    Rule("publication-baseline-bounds", "error",
+         reason="an idle baseline for publication must last 5 to 120 s to average out noise",
+         fix="set baseline.seconds to 0 (none) or 5..120 (30 is the seed's default), "
+             "or use profile='quick'",
+         when=(C("experiment.profile", "eq", "publication"), C("baseline.seconds", "gt", 0.0),
+               C("baseline.seconds", "lt", 5.0))),
     # --- skip conditions: ignored (with a note), not refused -----------------------------------
     Rule("sampling-params-greedy", "skip",
          reason="do_sample is False, so sampling parameters have no effect",

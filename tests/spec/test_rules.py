@@ -82,6 +82,10 @@ ERRORS = {
         {"backend": "vllm", "decoder": {"num_beams": 4, "do_sample": True}},
         {"backend": "vllm", "decoder": {"num_beams": 4}},
     ),
+    "publication-baseline-bounds": (
+        {"profile": "publication", "baseline": {"seconds": 2.0}},
+        {"profile": "publication", "baseline": {"seconds": 5.0}},
+    ),
     "beam-search-with-sampling-params": (
         {"backend": "tensorrt", "decoder": {"num_beams": 4, "do_sample": True}},
         {"backend": "tensorrt", "decoder": {"num_beams": 4}},
