@@ -46,6 +46,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from llem._files import write_atomic
 from llem.errors import LlemError, unknown_name
 
 __all__ = [
@@ -930,16 +931,6 @@ class Exporter:
         raise NotImplementedError
 
 
-def _write_atomic(path: Path, data: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    if isinstance(data, str):
-        tmp.write_text(data, encoding="utf-8")
-    else:
-        tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 class HtmlExporter(Exporter):
     """One self-contained HTML file: inline style, charts as SVG (or PNG) ``data:`` images, no script.
 
@@ -960,7 +951,7 @@ class HtmlExporter(Exporter):
         rep = build_report(results, title=title, charts=charts, max_timelines=max_timelines)
         doc = _HtmlDoc(chart_format)
         _compose(doc, rep)
-        _write_atomic(path, doc.document(rep.title))
+        write_atomic(path, doc.document(rep.title))
         return path
 
 
@@ -982,7 +973,7 @@ class MarkdownExporter(Exporter):
         rel = f"{path.stem}_files"
         doc = _MdDoc(path.parent / rel, rel, scale)
         _compose(doc, rep)
-        _write_atomic(path, doc.document())
+        write_atomic(path, doc.document())
         return path
 
 
@@ -998,7 +989,7 @@ class JsonExporter(Exporter):
         """Write the JSON report (``charts`` is accepted and ignored: JSON holds no charts)."""
         _no_options(self.name, options)
         rep = build_report(results, title=title, charts=False)
-        _write_atomic(path, json.dumps(rep.to_dict(), indent=indent, allow_nan=False, default=str) + "\n")
+        write_atomic(path, json.dumps(rep.to_dict(), indent=indent, allow_nan=False, default=str) + "\n")
         return path
 
 
@@ -1022,7 +1013,7 @@ class CsvExporter(Exporter):
         w.writeheader()
         for row in rows:
             w.writerow({k: ("" if v is None else v) for k, v in row.items()})
-        _write_atomic(path, buf.getvalue())
+        write_atomic(path, buf.getvalue())
         return path
 
 

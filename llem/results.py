@@ -23,7 +23,6 @@ import json
 import math
 import os
 import statistics
-import tempfile
 import uuid
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,6 +32,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from llem._files import write_atomic
 from llem.errors import LlemError
 
 #: Version tag written by :meth:`Result.to_dict`.
@@ -451,21 +451,7 @@ class Result:
         stamp = (self.created_at or "").replace(":", "").replace("-", "")[:15] or "result"
         model = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.model)[-40:]
         path = folder / f"{stamp}-{model}-{self.config_hash or 'nohash'}-{self.id}.json"
-        text = self.to_json()
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        return path
+        return write_atomic(path, self.to_json(), tmp_suffix=".json")
 
     def export(self, path: str | os.PathLike[str], **kw: Any) -> Path:
         """Write a report of this result; the suffix picks the format (see :func:`llem.report.export`)."""

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llem._files import write_atomic
 from llem.errors import ConfigError, LlemError, RunInterrupted, UnknownNameError, missing_dependency
 
 #: The study orders, see the module docstring.
@@ -909,13 +910,13 @@ class _Store:
         return out
 
     def write_study(self, record: dict[str, Any]) -> None:
-        _atomic_write(self.meta / "study.json", json.dumps(_jsonable(record), indent=1))
+        write_atomic(self.meta / "study.json", json.dumps(_jsonable(record), indent=1))
 
     def _failure_path(self, key: str, cycle: int) -> Path:
         return self.meta / f"failed-{key}-c{cycle}.json"
 
     def record_failure(self, f: Failure) -> None:
-        _atomic_write(self._failure_path(f.key, f.cycle), json.dumps(f.to_dict(), indent=1))
+        write_atomic(self._failure_path(f.key, f.cycle), json.dumps(f.to_dict(), indent=1))
 
     def clear_failure(self, key: str, cycle: int) -> None:
         try:
@@ -924,20 +925,6 @@ class _Store:
             pass
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # ======================================================================= driving
@@ -1603,10 +1590,10 @@ def _one(argv: Sequence[str] | None = None) -> int:
         prompts = (json.loads(Path(args.prompts).read_text(encoding="utf-8"))
                    if args.prompts else None)
         result = run(cfg, prompts)
-        _atomic_write(out, result.to_json())
+        write_atomic(out, result.to_json())
         return 0
     except Exception as exc:  # noqa: BLE001 - reported to the parent through a file
-        _atomic_write(out.with_suffix(".error.json"), json.dumps(
+        write_atomic(out.with_suffix(".error.json"), json.dumps(
             {"error": _error_text(exc), "traceback": traceback.format_exc()}))
         return 1
 
