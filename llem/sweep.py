@@ -786,11 +786,9 @@ class SweepResult:
         """
         if path is None:
             return self
-        try:
+        if self.results:
             from llem.report import export
-        except ImportError:
-            export = None
-        if export is not None and self.results:
+
             return export(self.results, path, **options)
         p = Path(path)
         p.write_text("<!doctype html><meta charset='utf-8'><title>llem sweep</title>"
