@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 
 class LlemError(Exception):
@@ -65,6 +66,16 @@ def unknown_name(kind: str, name: str, known: Iterable[str]) -> UnknownNameError
         f"Unknown {kind} {name!r}.{did_you_mean(name, known)} "
         f"Known {kind}s: {', '.join(known) if known else '(none)'}."
     )
+
+
+def import_optional(module: str, extra: str | None = None, purpose: str = "") -> Any:
+    """Import ``module``, or raise :class:`MissingDependencyError` with the install command."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise missing_dependency(module, extra, purpose) from None
 
 
 def missing_dependency(package: str, extra: str | None = None, purpose: str = "") -> MissingDependencyError:

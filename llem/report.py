@@ -408,13 +408,9 @@ def table_rows(results: Any) -> list[dict[str, Any]]:
 
 def to_dataframe(results: Any) -> Any:
     """:func:`table_rows` as a pandas DataFrame (one row per run; needs pandas)."""
-    try:
-        import pandas as pd
-    except ImportError:
-        from llem.errors import missing_dependency
+    from llem.errors import import_optional
 
-        raise missing_dependency("pandas", "data", "to_dataframe") from None
-    return pd.DataFrame(table_rows(results))
+    return import_optional("pandas", "data", "to_dataframe").DataFrame(table_rows(results))
 
 
 # ===================================================================== the report

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from llem._files import write_atomic
+from llem.backends.base import TokenTimes
 from llem.errors import LlemError
 
 #: Version tag written by :meth:`Result.to_dict`.
@@ -115,7 +116,7 @@ class Stat:
 
 
 @dataclass(frozen=True)
-class RequestRecord:
+class RequestRecord(TokenTimes):
     """One prompt's outcome within one run.
 
     Times are seconds; ``token_times_s`` are from the start of the request's batch, and
@@ -132,17 +133,6 @@ class RequestRecord:
     token_times_s: tuple[float, ...] = ()
     truncated: bool = False
     source: str = ""
-
-    @property
-    def ttft_s(self) -> float | None:
-        """Time to first token, s (None when nothing was generated)."""
-        return self.token_times_s[0] if self.token_times_s else None
-
-    @property
-    def itl_s(self) -> tuple[float, ...]:
-        """Inter-token latencies, s."""
-        t = self.token_times_s
-        return tuple(b - a for a, b in zip(t, t[1:]))
 
     @property
     def latency_s(self) -> float | None:
@@ -671,13 +661,9 @@ class Comparison:
 
     def to_pandas(self) -> Any:
         """The rows as a pandas DataFrame (needs pandas)."""
-        try:
-            import pandas as pd
-        except ImportError:
-            from llem.errors import missing_dependency
+        from llem.errors import import_optional
 
-            raise missing_dependency("pandas", "data", "Comparison.to_pandas") from None
-        return pd.DataFrame(self.rows())
+        return import_optional("pandas", "data", "Comparison.to_pandas").DataFrame(self.rows())
 
     def _cells(self) -> tuple[list[str], list[list[str]]]:
         head = ["result", *self.varying] + [SUMMARY_FIGURES[k][0] for k in COMPARE_FIGURES]

@@ -52,7 +52,14 @@ from pathlib import Path
 from typing import Any
 
 from llem._files import write_atomic
-from llem.errors import ConfigError, LlemError, RunInterrupted, UnknownNameError, missing_dependency
+from llem.errors import (
+    ConfigError,
+    LlemError,
+    RunInterrupted,
+    UnknownNameError,
+    import_optional,
+    missing_dependency,
+)
 
 #: The study orders, see the module docstring.
 ORDERS = ("sequential", "interleaved", "shuffled")
@@ -754,10 +761,7 @@ class SweepResult:
 
     def to_pandas(self) -> Any:
         """The summary as a DataFrame: ``figure_median``, ``figure_spread``, ``figure_ci95_low``..."""
-        try:
-            import pandas as pd
-        except ImportError:
-            raise missing_dependency("pandas", "data", "SweepResult.to_pandas") from None
+        pd = import_optional("pandas", "data", "SweepResult.to_pandas")
         flat = []
         for row in self.summary():
             out = {}

@@ -12,8 +12,25 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 
+class TokenTimes:
+    """TTFT and inter-token latencies derived from ``token_times_s`` (a mixin)."""
+
+    token_times_s: tuple[float, ...]
+
+    @property
+    def ttft_s(self) -> float | None:
+        """Time to first token in seconds, or None when nothing was generated."""
+        return self.token_times_s[0] if self.token_times_s else None
+
+    @property
+    def itl_s(self) -> tuple[float, ...]:
+        """Inter-token latencies in seconds (differences of consecutive token times)."""
+        t = self.token_times_s
+        return tuple(b - a for a, b in zip(t, t[1:]))
+
+
 @dataclass(frozen=True)
-class RequestOutput:
+class RequestOutput(TokenTimes):
     """What one prompt produced, with times in seconds from the batch's start.
 
     Attributes
@@ -39,17 +56,6 @@ class RequestOutput:
     output_tokens: int
     token_times_s: tuple[float, ...] = ()
     truncated: bool = False
-
-    @property
-    def ttft_s(self) -> float | None:
-        """Time to first token in seconds, or None when nothing was generated."""
-        return self.token_times_s[0] if self.token_times_s else None
-
-    @property
-    def itl_s(self) -> tuple[float, ...]:
-        """Inter-token latencies in seconds (differences of consecutive token times)."""
-        t = self.token_times_s
-        return tuple(b - a for a, b in zip(t, t[1:]))
 
 
 @dataclass(frozen=True)
