@@ -388,11 +388,12 @@ def doctor_report() -> list[str]:
     lines.append("GPUs and tier")
     if doc.gpus:
         for g in doc.gpus:
-            tier = spec.tier_for(g["compute_capability"])
-            lines.append(f"  gpu:{g['index']} {g['name']}: compute capability {g['compute_capability']:.1f}, "
-                         f"tier {tier.name} ({tier.display}), {g['memory_total_mib']:.0f} MiB, "
-                         f"energy counter {'yes' if g.get('energy_counter') else 'no'}")
-        best = max(g["compute_capability"] for g in doc.gpus)
+            tier = g.tier
+            lines.append(f"  gpu:{g.index} {g.name}: compute capability {g.compute_capability:.1f}, "
+                         f"tier {tier.name} ({tier.display}), {g.memory_total_mib:.0f} MiB, "
+                         f"energy counter {'yes' if g.energy_counter else 'no'}"
+                         + (", MIG on" if g.mig else ""))
+        best = max(g.compute_capability for g in doc.gpus)
     else:
         nvml = doc.meter("nvml")
         why = nvml.reason if nvml is not None else "NVML was not probed"

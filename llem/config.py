@@ -28,8 +28,9 @@ from typing import Any, ClassVar
 from traitlets import Any as AnyTrait
 from traitlets import HasTraits, Instance, List, TraitError, observe, validate
 
-from llem import spec
+from llem import plugins, spec
 from llem.errors import ConfigError, UnknownNameError, did_you_mean
+from llem.machine import Where, where
 from llem.spec.model import BACKENDS, Param
 from llem.spec.rules import MISSING, RULES, Violation, evaluate
 
@@ -59,6 +60,18 @@ def _describe(value: Any) -> str:
     return f"the {type(value).__name__} {value!r}"
 
 
+def choices(row: Param) -> tuple[Any, ...]:
+    """The values ``row`` allows: its choices, and for a plugin row every registered name.
+
+    ``experiment.backend`` and ``experiment.meter`` list llem's own names first, then the
+    names registered in :mod:`llem.plugins` (entry points or ``llem.register_backend``).
+    """
+    own = tuple(row.choices or ())
+    if not row.registry:
+        return own
+    return own + tuple(n for n in plugins.names(row.registry) if n not in own)
+
+
 def check_value(row: Param, value: Any) -> Any:
     """Check ``value`` against ``row`` and return it (ints widened to float where declared).
 
@@ -74,11 +87,20 @@ def check_value(row: Param, value: Any) -> Any:
         )
     t = row.type
     if t == "enum":
-        if value not in row.choices:  # type: ignore[operator]
-            hint = did_you_mean(str(value), [str(c) for c in row.choices or ()])
+        allowed = choices(row)
+        try:
+            ok = value in allowed
+        except TypeError:  # an unhashable value compared with the choices
+            ok = False
+        if not ok:
+            hint = did_you_mean(str(value), [str(c) for c in allowed])
+            fix = f"set {path} to one of those" + (", or leave it unset." if row.allow_none else ".")
+            if row.registry:
+                fix += (f" A {row.registry} of your own can be registered with "
+                        f"llem.register_{row.registry}(name, cls).")
             raise InvalidValue(
-                f"{path} must be one of {', '.join(repr(c) for c in row.choices or ())}, "
-                f"not {value!r}.{hint} Fix: set {path} to one of those, or leave it unset."
+                f"{path} must be one of {', '.join(repr(c) for c in allowed)}, "
+                f"not {value!r}.{hint} Fix: {fix}"
             )
         return value
     ok = {
@@ -117,7 +139,7 @@ def check_value(row: Param, value: Any) -> Any:
 
 def _allowed(row: Param) -> str:
     if row.choices:
-        return "one of " + ", ".join(repr(c) for c in row.choices)
+        return "one of " + ", ".join(repr(c) for c in choices(row))
     parts = []
     if row.min is not None:
         parts.append(f"{'>' if row.min_exclusive else '>='} {row.min:g}")
@@ -236,8 +258,12 @@ def _field_name(section: Section, key: str) -> str:
 
 
 def _unsupported(row: Param, backend: str) -> str | None:
-    """Why a decoder ``row`` cannot be set with ``backend``, or None."""
-    if row.section != "decoder" or backend in row.backends:
+    """Why a decoder ``row`` cannot be set with ``backend``, or None.
+
+    A plugin backend (not one of the table's) is not in any row's ``backends``: it takes
+    every decoder field, and reports the ones it ignores in its load's ``skipped``.
+    """
+    if row.section != "decoder" or backend in row.backends or backend not in BACKENDS:
         return None
     return (
         f"{row.path} is not supported by the {backend} backend (supported by: "
@@ -412,6 +438,8 @@ class ExperimentConfig(_ExperimentFields):  # type: ignore[misc, valid-type]
     @observe("backend")
     def _on_backend(self, change: Any) -> None:
         new = change["new"]
+        if new not in BACKENDS:
+            return  # a plugin backend takes every decoder field (see _unsupported)
         reset = []
         for name, row in self.decoder._rows.items():
             if new not in row.backends and getattr(self.decoder, name) is not None and row.allow_none:
@@ -443,9 +471,9 @@ class ExperimentConfig(_ExperimentFields):  # type: ignore[misc, valid-type]
         return self._get_or_missing(path)
 
     @property
-    def backend_section(self) -> Section:
-        """The chosen backend's section."""
-        return getattr(self, self.backend)
+    def backend_section(self) -> Section | None:
+        """The chosen backend's section (None for a plugin backend, which has none)."""
+        return getattr(self, self.backend) if self.backend in BACKENDS else None
 
     def _target_cc(self) -> Any:
         if self.target_gpu is None:
@@ -479,19 +507,25 @@ class ExperimentConfig(_ExperimentFields):  # type: ignore[misc, valid-type]
         return self
 
     def skipped(self, env: Mapping[str, Any] | None = None) -> dict[str, str]:
-        """Set fields that will have no effect, with the reason (skip conditions, backend support)."""
+        """Set fields that will have no effect, with the table's reason, fix and rule id.
+
+        ``env`` holds the facts the skip rules read (``gpu_count``, ``cc``, ``packages``
+        from :meth:`llem.machine.Machine.facts`; ``compile_failed``... from the backend's
+        load); a rule on a fact not given never fires.
+        """
         out: dict[str, str] = {}
         for v in self.violations(env, severity="skip"):
             for path in v.rule.skip:
                 value = self._get_or_missing(path)
                 if value is not MISSING and value is not None and value is not False:
-                    out.setdefault(path, v.rule.reason + (f" ({v.detail})" if v.detail else ""))
+                    out.setdefault(path, v.message)
         return out
 
     def tier_problems(self, cc: float | None) -> dict[str, str]:
         """Settings the GPU tier ``cc`` (None = cpu) cannot run: ``path=value`` -> why."""
         out = {}
-        for section in ("experiment", "decoder", self.backend):
+        own = (self.backend,) if self.backend in BACKENDS else ()
+        for section in ("experiment", "decoder", *own):
             obj = self._section_obj(section)
             for name, row in obj._rows.items():
                 value = getattr(obj, name)
@@ -503,24 +537,21 @@ class ExperimentConfig(_ExperimentFields):  # type: ignore[misc, valid-type]
         return out
 
     def check_tier(self, target: str | float | None = None, machine_cc: Any = _NO_TARGET) -> None:
-        """Refuse settings the target (or the machine's tier, or ``experiment.target_gpu``) can't run."""
-        if target is not None:
-            cc, where = spec.parse_target(target), f"target {target!r}"
-        elif self.target_gpu is not None:
-            cc, where = spec.parse_target(self.target_gpu), f"target {self.target_gpu!r}"
-        elif machine_cc is not _NO_TARGET:
-            cc, where = machine_cc, "this machine"
-        else:
-            from llem.energy.nvml import gpu_info
+        """Refuse settings the target (or ``experiment.target_gpu``, or this machine) can't run.
 
-            gpus = gpu_info()
-            cc = max((g["compute_capability"] for g in gpus), default=None)
-            where = "this machine"
-        problems = self.tier_problems(cc)
+        What is checked against is decided by :func:`llem.machine.where`; ``machine_cc``
+        stands in for this machine's compute capability (None: a CPU-only machine).
+        """
+        declared = target if target is not None else self.target_gpu
+        if declared is None and machine_cc is not _NO_TARGET:
+            place = Where(machine_cc, "this machine" + (" (CPU only)" if machine_cc is None else ""))
+        else:
+            place = where(declared)
+        problems = self.tier_problems(place.cc)
         if problems:
-            tier = spec.tier_for(cc)
+            tier = place.tier
             raise ConfigError(
-                f"These settings cannot run on {where} (tier {tier.name}: {tier.display}):\n"
+                f"These settings cannot run on {place.words} (tier {tier.name}: {tier.display}):\n"
                 + "\n".join(f"- {k}: {v}" for k, v in problems.items())
                 + "\nFix: change them, or set experiment.target_gpu to plan for another GPU."
             )
@@ -813,4 +844,5 @@ __all__ = [
     "VLLMConfig",
     "WarmupConfig",
     "check_value",
+    "choices",
 ]

@@ -31,6 +31,7 @@ from traitlets import Bool, Dict, Enum, Int, TraitError, Unicode, validate
 
 from llem import spec
 from llem.errors import LlemError
+from llem.machine import Where, where
 from llem.spec.model import BACKENDS, SECTIONS
 
 #: Keys a YAML cell may hold besides dotted paths: section names and experiment fields.
@@ -500,10 +501,7 @@ class LlemMagics(Magics):
                 pass
             else:
                 return CapabilityMatrix(backends=backends, target=args.target)
-        cc = None
-        if args.target is not None:
-            cc = spec.parse_target(args.target)
-        return MatrixTable(backends, cc, args.target)
+        return MatrixTable(backends, where(args.target))
 
     def _config(self, args: Any) -> Any:
         cfg = self.build_config(args)
@@ -592,19 +590,24 @@ class Validated:
 
 
 class MatrixTable:
-    """The capability matrix as HTML and Markdown (when widgets are not wanted or missing)."""
+    """The capability matrix as HTML and Markdown (when widgets are not wanted or missing).
 
-    def __init__(self, backends: tuple[str, ...], cc: float | None, target: str | None) -> None:
-        self.backends, self.cc, self.target = backends, cc, target
+    Cells say what ``place`` (this machine or a target, :func:`llem.machine.where`) runs.
+    """
+
+    def __init__(self, backends: tuple[str, ...], place: Where) -> None:
+        self.backends, self.place = backends, place
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        tier = spec.tier_for(self.cc)
-        head = f"Capability matrix (tier {tier.name}: {tier.display})" if self.target else "Capability matrix"
+        place = self.place
+        tier = place.tier
+        head = f"Capability matrix (tier {tier.name}: {tier.display}; on {place.words})"
+        md = spec.capability_matrix_markdown(self.backends, place.cc, at_tier=True)
         return {
-            "text/plain": head + "\n" + spec.capability_matrix_markdown(self.backends),
-            "text/markdown": f"**{head}**\n\n" + spec.capability_matrix_markdown(self.backends),
+            "text/plain": head + "\n" + md,
+            "text/markdown": f"**{head}**\n\n" + md,
             "text/html": f"<b>{html.escape(head)}</b>" + spec.capability_matrix_html(
-                self.backends, highlight_cc=self.cc, highlight=self.target is not None),
+                self.backends, highlight_cc=place.cc, highlight=True, where=place.words),
         }
 
 

@@ -372,12 +372,9 @@ def label_of(settings: Mapping[str, Any]) -> str:
 
 
 def _machine_cc() -> float | None:
-    try:
-        from llem.energy.nvml import gpu_info
+    from llem.machine import get_machine
 
-        return max((g["compute_capability"] for g in gpu_info()), default=None)
-    except Exception:  # noqa: BLE001 - no NVML means no GPU to check against
-        return None
+    return get_machine().cc
 
 
 def expand(base: Any, grid: Mapping[str, Any] | None = None,

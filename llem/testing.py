@@ -274,6 +274,8 @@ class FakeGpu:
         Memory figures (``memory_used_mib`` may be a callable of time too).
     counter_start_mj : int
         Counter value at creation (real counters count since the driver loaded).
+    mig : bool
+        Whether MIG mode is on.
     clock : callable
         Time source.
     """
@@ -290,8 +292,10 @@ class FakeGpu:
         counter_start_mj: int = 123_456_789,
         uuid: str | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        mig: bool = False,
     ) -> None:
         self.index = index
+        self.mig = mig
         self._name = name
         self._cc = compute_capability
         self._power = power_w
@@ -356,6 +360,11 @@ class FakeGpu:
     def memory_total_bytes(self) -> int:
         """Memory on the device, bytes."""
         return int(self._mem_total * _MIB)
+
+    def mig_enabled(self) -> bool:
+        """Whether MIG mode is on."""
+        self._count("mig_enabled")
+        return self.mig
 
 
 class FakeNvmlLibrary:

@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+from html import escape
 
 import pytest
 
@@ -402,7 +403,8 @@ def test_matrix_markdown(ip):
     data, _ = ip.display_formatter.format(t)
     assert data["text/markdown"].startswith("**Capability matrix (tier volta")
     assert "<table class=\"llem-matrix\"" in data["text/html"]
-    assert "not on this GPU" in data["text/html"]
+    assert escape("not on the target 'T4'") in data["text/html"]
+    assert "not on this GPU" not in data["text/html"]
 
 
 def test_config_show_is_yaml(ip):

@@ -354,7 +354,10 @@ def test_capability_matrix_rows_filter_tier_and_text():
     assert "opacity" not in html_text  # an H100 runs everything
     assert "title='" in html_text  # notes on hover
     m.target.value = "cpu"
-    assert "opacity" in m.table.value and "not on this GPU" in m.table.value
+    assert "opacity" in m.table.value and "not on the target" in m.table.value
+    assert "not on this GPU" not in m.table.value
+    bf16 = m.table.value[m.table.value.index(">bfloat16<"):].split("</tr>")[0]
+    assert ">yes" in bf16 and ">not here" in bf16  # pytorch runs it on a CPU; vllm/tensorrt not here
     assert "cpu" in m.tier_label.value
     m.filters["vllm"].value = False
     assert m.backends == ("pytorch", "tensorrt")

@@ -8,7 +8,7 @@ Modules (nothing heavy is imported here or by them at import time):
 ``registry``     meters by name (``llem.meters`` entry points), ``auto`` choice, plugin checks
 ``sampler``      the background ``llem-sampler`` thread
 ``baseline``     idle baseline measurement and its per-session cache
-``nvml``         NVIDIA GPUs (``NvmlMeter``, ``gpu_info``)
+``nvml``         NVIDIA GPUs (``NvmlMeter``; listing the GPUs is :mod:`llem.machine`'s job)
 ``rapl``         Linux powercap RAPL counters (``RaplMeter``)
 ``estimate``     CPU-time and RAM model (``EstimateMeter``)
 ``codecarbon``   codecarbon's tracker as a meter (``CodeCarbonMeter``)

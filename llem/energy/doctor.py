@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llem.energy.base import Probe
+from llem.machine import Gpu, get_machine
 
 
 @dataclass(frozen=True)
@@ -22,16 +23,17 @@ class EnergyDoctor:
         One per known meter name: available or not, and why.
     auto : list of str
         The meters ``meter="auto"`` would use here.
-    gpus : list of dict
-        :func:`llem.energy.nvml.gpu_info` output.
+    gpus : list of Gpu
+        The GPUs of :func:`llem.machine.get_machine` (typed records).
     cpu : dict
         CPU model and the W-per-thread figure the estimate would use, with its source.
     """
 
     meters: list[Probe] = field(default_factory=list)
     auto: list[str] = field(default_factory=list)
-    gpus: list[dict[str, Any]] = field(default_factory=list)
+    gpus: list[Gpu] = field(default_factory=list)
     cpu: dict[str, Any] = field(default_factory=dict)
+    driver: str = ""
 
     def meter(self, name: str) -> Probe | None:
         """The probe of meter ``name``."""
@@ -51,9 +53,9 @@ class EnergyDoctor:
         if self.gpus:
             for g in self.gpus:
                 lines.append(
-                    f"  gpu:{g['index']} {g['name']}  cc {g['compute_capability']:.1f}  "
-                    f"{g['memory_total_mib']:.0f} MiB  driver {g['driver']}  "
-                    f"energy counter: {'yes' if g.get('energy_counter') else 'no'}"
+                    f"  gpu:{g.index} {g.name}  cc {g.compute_capability:.1f}  "
+                    f"{g.memory_total_mib:.0f} MiB  driver {self.driver}  "
+                    f"energy counter: {'yes' if g.energy_counter else 'no'}"
                 )
         else:
             lines.append("  GPUs: none found through NVML")
@@ -99,7 +101,6 @@ def doctor(refresh: bool = False) -> EnergyDoctor:
     import os
 
     from llem.energy.estimate import cpu_power_figure
-    from llem.energy.nvml import gpu_info
     from llem.energy.registry import SPECIAL_NAMES, auto_plan, clear_probe_cache, get_meter_class, meter_names
 
     if refresh:
@@ -113,10 +114,12 @@ def doctor(refresh: bool = False) -> EnergyDoctor:
         except Exception as exc:
             probes.append(Probe(name, False, f"could not be probed: {exc}", (), ""))
     fig = cpu_power_figure()
+    machine = get_machine(refresh=refresh)
     return EnergyDoctor(
         meters=probes,
         auto=auto_plan(),
-        gpus=gpu_info(),
+        gpus=list(machine.gpus),
+        driver=machine.driver,
         cpu={
             "model": fig.cpu_model,
             "logical_cpus": os.cpu_count(),

@@ -129,6 +129,14 @@ class PynvmlDevice:
         major, minor = self._nv.nvmlDeviceGetCudaComputeCapability(self._h)
         return int(major), int(minor)
 
+    def mig_enabled(self) -> bool:
+        """NvmlDeviceGetMigMode: True when MIG is on now; False where MIG is not supported."""
+        try:
+            current, _pending = self._nv.nvmlDeviceGetMigMode(self._h)
+        except self._nv.NVMLError:
+            return False
+        return bool(current)
+
 
 class PynvmlLibrary:
     """An :class:`NvmlLibrary` over ``pynvml`` (imported on first use)."""
@@ -203,47 +211,6 @@ def gpu_indices(devices: Any) -> list[int] | None:
         elif isinstance(d, str) and d.isdigit():
             out.append(int(d))
     return out
-
-
-def gpu_info(library: NvmlLibrary | None = None) -> list[dict[str, Any]]:
-    """Describe the GPUs NVML sees; ``[]`` when there is no NVML or no GPU (never raises).
-
-    Returns
-    -------
-    list of dict
-        ``{index, name, compute_capability (float, e.g. 9.0), memory_total_mib, driver,
-        energy_counter (bool)}`` per GPU.
-    """
-    lib = library or _default_library()
-    try:
-        lib.init()
-    except Exception:
-        return []
-    try:
-        driver = lib.driver_version()
-        out = []
-        for i in range(lib.device_count()):
-            dev = lib.device(i)
-            major, minor = dev.compute_capability()
-            try:
-                counter = dev.total_energy_mj() is not None
-            except Exception:
-                counter = False
-            out.append(
-                {
-                    "index": i,
-                    "name": dev.name(),
-                    "compute_capability": float(f"{major}.{minor}"),
-                    "memory_total_mib": dev.memory_total_bytes() / _MIB,
-                    "driver": driver,
-                    "energy_counter": counter,
-                }
-            )
-        return out
-    except Exception:
-        return []
-    finally:
-        lib.shutdown()
 
 
 def nvml_index_for_cuda_device(cuda_index: int, library: NvmlLibrary | None = None) -> int:

@@ -1,44 +1,30 @@
-"""Finding meters by name: the ``llem.meters`` entry-point group, built-ins included.
+"""Meters by name, and the ``auto`` choice: the best available meter per device.
 
-llem's own meters are declared in that group in ``setup.cfg`` and found the same way as
-third-party ones; :data:`BUILTIN_METERS` is the fallback when the package metadata is not
-installed (running from a source tree). Two names are not meters but choices:
-``"auto"`` (the best available per device) and ``"none"`` (time only).
-
-A meter class is checked when it is registered (entry point loaded, or
-:func:`register_meter` called): it must have the calls of the meter interface.
+Meters are plugins like backends and exporters: :mod:`llem.plugins` is the one registry
+(the ``llem.meters`` entry-point group, llem's own meters included; a class is checked
+when it is registered). This module adds what is particular to meters: two names that
+are choices rather than meters, ``"auto"`` (the best available per device) and
+``"none"`` (time only), and :func:`create_meter`, which turns a name into an instance.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 from collections.abc import Mapping
 from typing import Any
 
+from llem import plugins
 from llem.energy.base import REQUIRED_METHODS, CompositeMeter, NullMeter
-from llem.errors import LlemError, unknown_name
+from llem.plugins import MeterPluginError
 
-GROUP = "llem.meters"
+GROUP = plugins.KINDS["meter"].group
 
-#: name -> "module:attribute", mirroring setup.cfg's entry points.
-BUILTIN_METERS: dict[str, str] = {
-    "nvml": "llem.energy.nvml:NvmlMeter",
-    "rapl": "llem.energy.rapl:RaplMeter",
-    "estimate": "llem.energy.estimate:EstimateMeter",
-    "codecarbon": "llem.energy.codecarbon:CodeCarbonMeter",
-    "replay": "llem.testing:ReplayMeter",
-}
+#: name -> "module:attribute", mirroring setup.cfg's entry points (llem.plugins.BUILTINS).
+BUILTIN_METERS: dict[str, str] = plugins.BUILTINS["meter"]
 
 #: Names that pick meters rather than name one.
-SPECIAL_NAMES: tuple[str, ...] = ("auto", "none")
-
-_registered: dict[str, type] = {}
-
-
-class MeterPluginError(LlemError, TypeError):
-    """A class registered as a meter lacks part of the meter interface."""
+SPECIAL_NAMES: tuple[str, ...] = plugins.KINDS["meter"].reserved
 
 
 def check_meter_class(obj: Any, name: str = "?") -> None:
@@ -47,58 +33,17 @@ def check_meter_class(obj: Any, name: str = "?") -> None:
     The interface: callables ``probe``, ``start``, ``sample``, ``stop``, and a
     constructor that can be called with no argument or with ``devices=``.
     """
-    where = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
-    if not inspect.isclass(obj):
-        raise MeterPluginError(f"Meter plugin {name!r} ({where}) must be a class, not {type(obj).__name__}.")
-    missing = [m for m in REQUIRED_METHODS if not callable(getattr(obj, m, None))]
-    if missing:
-        raise MeterPluginError(
-            f"Meter plugin {name!r} ({where}) lacks {', '.join(missing)}: a meter needs "
-            f"{', '.join(REQUIRED_METHODS)} (see llem.energy.base.Meter)."
-        )
-    try:
-        sig = inspect.signature(obj)
-    except (TypeError, ValueError):
-        return
-    params = list(sig.parameters.values())
-    required = [
-        p
-        for p in params
-        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    ]
-    if required:
-        raise MeterPluginError(
-            f"Meter plugin {name!r} ({where}) must be constructible without arguments; "
-            f"its constructor requires {', '.join(p.name for p in required)}."
-        )
+    plugins.check("meter", obj, name)
 
 
 def register_meter(name: str, cls: type, *, replace: bool = False) -> type:
     """Register ``cls`` as the meter called ``name`` (checked now)."""
-    if name in SPECIAL_NAMES:
-        raise MeterPluginError(f"{name!r} is reserved (it picks meters); choose another meter name.")
-    check_meter_class(cls, name)
-    if not replace and name in _registered and _registered[name] is not cls:
-        raise MeterPluginError(
-            f"A meter called {name!r} is already registered ({_registered[name]!r}); pass replace=True."
-        )
-    _registered[name] = cls
-    return cls
-
-
-@functools.lru_cache(maxsize=1)
-def _entry_points() -> dict[str, Any]:
-    try:
-        from importlib.metadata import entry_points
-
-        return {ep.name: ep for ep in entry_points(group=GROUP)}
-    except Exception:
-        return {}
+    return plugins.register_meter(name, cls, replace=replace)
 
 
 def meter_names() -> list[str]:
     """Every meter name that resolves here (built-ins, plugins, registered, auto, none)."""
-    return sorted({*BUILTIN_METERS, *_entry_points(), *_registered, *SPECIAL_NAMES})
+    return plugins.names("meter")
 
 
 def get_meter_class(name: str) -> type:
@@ -109,20 +54,9 @@ def get_meter_class(name: str) -> type:
     UnknownNameError
         For a name that is none of these, with a did-you-mean and the known names.
     """
-    if name in _registered:
-        return _registered[name]
-    ep = _entry_points().get(name)
-    if ep is not None:
-        try:
-            cls = ep.load()
-        except Exception as exc:
-            raise LlemError(f"Meter plugin {name!r} ({ep.value}) failed to load: {exc}") from exc
-        return register_meter(name, cls, replace=True)
-    target = BUILTIN_METERS.get(name)
-    if target is not None:
-        module, _, attr = target.partition(":")
-        return register_meter(name, getattr(importlib.import_module(module), attr), replace=True)
-    raise unknown_name("meter", name, meter_names())
+    if name in SPECIAL_NAMES:
+        raise MeterPluginError(f"{name!r} picks meters (see create_meter); it is not a meter class.")
+    return plugins.get("meter", name)
 
 
 def _construct(cls: type, devices: Any) -> Any:
@@ -202,7 +136,7 @@ def auto_plan(devices: Any = None) -> list[str]:
 def clear_probe_cache() -> None:
     """Forget the cached probes (after granting RAPL access, plugging a GPU, ...)."""
     _auto_decision.cache_clear()
-    _entry_points.cache_clear()
+    plugins.clear_cache()
 
 
 def create_meter(meter: Any = "auto", devices: Any = None) -> Any:

@@ -29,6 +29,7 @@ from llem.spec.queries import (
     validation_rules,
 )
 from llem.spec.render import (
+    capability_at,
     capability_matrix_html,
     capability_matrix_markdown,
     capability_matrix_rows,
@@ -41,7 +42,8 @@ __all__ = [
     "BACKENDS", "CAPABILITIES", "KNOWN_GPUS", "PARAMS", "PREQUANTIZED_TEST_MODELS", "PRESETS",
     "PROFILES", "RULES", "SECTIONS", "TIERS", "Capability", "Cond", "Gate", "Param", "Rule",
     "Support", "Tier", "aliases", "all_paths", "backend_capabilities", "backend_specific_params",
-    "capability", "capability_matrix_html", "capability_matrix_markdown", "capability_matrix_rows",
+    "capability", "capability_at", "capability_matrix_html", "capability_matrix_markdown",
+    "capability_matrix_rows",
     "decoder_param_support", "gate_for", "gpu_gates", "mutual_exclusions", "param",
     "param_skip_conditions", "params", "params_requiring_gpu_capability", "parse_target",
     "passthrough_collisions", "precisions", "reference_markdown", "resolve_path", "tier_for",

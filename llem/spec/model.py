@@ -65,6 +65,8 @@ class Param:
 
     ``default`` of None means *unset*: the backend's own default applies, and the effective
     value is recorded with each result. ``library_default`` says what that default is.
+    ``registry`` names a plugin kind (``backend``, ``meter``): besides ``choices`` (llem's
+    own), any name registered in :mod:`llem.plugins` for that kind is accepted.
     """
 
     name: str
@@ -89,6 +91,7 @@ class Param:
     seed_backends: tuple[str, ...] | None = None
     load_time: bool = False
     allow_none: bool = True
+    registry: str | None = None
     source: str = ""
     note: str = ""
 
@@ -102,6 +105,8 @@ class Param:
         """The control a form should use for this row."""
         if self.widget:
             return self.widget
+        if self.registry:
+            return "dropdown"
         if self.type == "bool":
             return "checkbox"
         if self.type == "enum":
@@ -127,7 +132,13 @@ class Support:
 
 @dataclass(frozen=True)
 class Capability:
-    """A feature and how each backend supports it."""
+    """A feature and how each backend supports it.
+
+    ``settings`` maps a backend to the configuration that turns the feature on there
+    (``{"pytorch": {"pytorch.dtype": "bfloat16"}}``): what it needs on a tier is read from
+    those settings' gates, so the matrix and config validation cannot disagree. ``gate``
+    describes the feature where it has no setting (and the matrix's "Needs" column).
+    """
 
     name: str
     display: str
@@ -139,6 +150,7 @@ class Capability:
     seed_row: bool = False
     seed_support: dict[str, str] | None = None
     note: str = ""
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

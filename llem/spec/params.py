@@ -41,6 +41,11 @@ _VLLM_FP8 = Gate(
            "full W8A8 needs 8.9+",
     alternative="use quantization='awq' or 'gptq' with a pre-quantized model",
 )
+_VLLM_FLASH_ATTN = Gate(
+    min_cc=8.0,
+    reason="vLLM's FLASH_ATTN backend (its bundled FlashAttention) needs an Ampere or newer GPU (8.0+)",
+    alternative="leave vllm.attention_backend unset (vLLM picks one), or use TRITON_ATTN",
+)
 _VLLM_FP8_KV = Gate(
     cuda=True,
     reason="an fp8 KV cache needs a CUDA GPU (vLLM states no compute-capability floor)",
@@ -56,6 +61,25 @@ _TRT_FP8 = Gate(
     reason="TensorRT-LLM fp8 needs fp8 tensor cores (Ada 8.9 or Hopper 9.0)",
     alternative="use quantization='int8_sq' or 'int4_awq'",
 )
+_VLLM_CUDA = Gate(
+    package="vllm",
+    install="pip install 'llem[vllm]'",
+    reason="llem's vLLM backend needs Linux and an NVIDIA GPU (CUDA)",
+    alternative="use the pytorch backend, or set experiment.target_gpu to plan for a GPU",
+)
+_TRT_CUDA = Gate(
+    package="tensorrt_llm",
+    install="pip install 'llem[tensorrt]'",
+    reason="TensorRT-LLM needs Linux and an NVIDIA GPU (CUDA)",
+    alternative="use the pytorch backend, or set experiment.target_gpu to plan for a GPU",
+)
+_TORCH = Gate(
+    cuda=False,
+    package="torch",
+    install="pip install 'llem[pytorch]'",
+    reason="the pytorch backend needs torch and transformers",
+    alternative="pip install 'llem[pytorch]'",
+)
 _MULTI_GPU = "needs one GPU per rank: more than one process or rank needs 2+ GPUs"
 
 _PT = ("pytorch",)
@@ -66,8 +90,11 @@ _DTYPES = ("float32", "float16", "bfloat16")
 EXPERIMENT = (
     Param("model", "experiment", "str", "Model: a built-in alias (llem.models), a hub id or a local path.",
           default="smollm2-135m", widget="text", load_time=True, allow_none=False),
-    Param("backend", "experiment", "enum", "Inference engine.", default="pytorch",
-          choices=("pytorch", "vllm", "tensorrt"), load_time=True, allow_none=False),
+    Param("backend", "experiment", "enum",
+          "Inference engine: llem's own, or any registered backend (llem.register_backend).",
+          default="pytorch", choices=("pytorch", "vllm", "tensorrt"), load_time=True,
+          allow_none=False, registry="backend",
+          value_gates={"pytorch": _TORCH, "vllm": _VLLM_CUDA, "tensorrt": _TRT_CUDA}),
     Param("prompts", "experiment", "str_or_list",
           "Prompts: a built-in set name, a .txt/.jsonl path, a list, or 'synthetic'.",
           default="qa-short", allow_none=False, seed_name="dataset"),
@@ -78,9 +105,11 @@ EXPERIMENT = (
           source="LLenergyMeasure default 512"),
     Param("repeats", "experiment", "int", "Measured runs (the mean gets a 95% interval).",
           default=3, min=1, max=1000, allow_none=False, widget="slider"),
-    Param("meter", "experiment", "enum", "Energy meter; auto picks nvml for GPUs, rapl else estimate.",
+    Param("meter", "experiment", "enum",
+          "Energy meter; auto picks nvml for GPUs, rapl else estimate; any registered meter "
+          "(llem.register_meter) is accepted too.",
           default="auto", choices=("auto", "nvml", "rapl", "estimate", "codecarbon", "replay", "none"),
-          allow_none=False, seed_name="energy.backend"),
+          allow_none=False, seed_name="energy.backend", registry="meter"),
     Param("sampling_interval_s", "experiment", "float", "Power sampling interval.", default=0.1,
           min=0.001, max=10.0, unit="s", allow_none=False),
     Param("grid_intensity_g_per_kwh", "experiment", "float",
@@ -273,7 +302,8 @@ VLLM = (
           backends=_VL, load_time=True),
     Param("attention_backend", "vllm", "enum", "Attention backend (vLLM picks one when unset).",
           choices=("FLASH_ATTN", "FLASHINFER", "TRITON_ATTN", "FLEX_ATTENTION", "XFORMERS"),
-          backends=_VL, load_time=True, seed_name="vllm.attention.backend"),
+          backends=_VL, load_time=True, seed_name="vllm.attention.backend",
+          value_gates={"FLASH_ATTN": _VLLM_FLASH_ATTN}),
     Param("flash_attn_version", "vllm", "enum", "FlashAttention version for FLASH_ATTN.", choices=(2, 3),
           backends=_VL, load_time=True, value_gates={3: _FA3}, seed_name="vllm.attention.flash_version"),
     Param("trust_remote_code", "vllm", "bool", "Run code shipped in the model repository.",

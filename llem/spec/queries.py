@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from llem.errors import UnknownNameError, did_you_mean, unknown_name
 from llem.spec.capabilities import CAPABILITIES, precisions
 from llem.spec.model import BACKENDS, Capability, Gate, Param, Support
 from llem.spec.params import PARAMS
+from llem.spec.passthrough import passthrough_collisions
 from llem.spec.rules import RULES
 from llem.spec.tiers import TIERS, tier_for
 
@@ -196,30 +196,6 @@ def capability(name: str) -> Capability:
         if c.name == name:
             return c
     raise unknown_name("capability", name, [c.name for c in CAPABILITIES])
-
-
-def passthrough_collisions(backend: str, passthrough: Mapping[str, Any]) -> dict[str, str]:
-    """Pass-through keys that a named field covers: key -> the field to set instead.
-
-    ``passthrough`` is ``{"load": {...}, "generate": {...}}`` or a flat dict.
-    """
-    keys: list[str] = []
-    for k, v in passthrough.items():
-        if k in ("load", "generate") and isinstance(v, Mapping):
-            keys += list(v)
-        else:
-            keys.append(k)
-    covered: dict[str, str] = {}
-    for p in PARAMS:
-        if backend not in p.backends or p.section in ("experiment", "warmup", "baseline", "study", "dataset"):
-            continue
-        names = {p.name, *p.aliases}
-        engine = p.engine_names.get(backend)
-        if engine:
-            names.add(engine.split(".")[-1])
-        for n in names:
-            covered.setdefault(n, p.path)
-    return {k: covered[k] for k in keys if k in covered}
 
 
 def tiers() -> list[dict[str, Any]]:

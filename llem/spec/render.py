@@ -6,19 +6,65 @@ import html
 from typing import Any
 
 from llem.spec.capabilities import CAPABILITIES
-from llem.spec.model import BACKENDS, SECTIONS
+from llem.spec.model import BACKENDS, SECTIONS, Capability, Gate
 from llem.spec.params import PRESETS, PROFILES
-from llem.spec.queries import aliases, params
+from llem.spec.queries import aliases, capability, gate_for, params, tier_problem
 from llem.spec.rules import RULES
 from llem.spec.tiers import TIERS, tier_for
 
-_MARK = {"yes": "yes", "no": "no", "partial": "partial"}
+_MARK = {"yes": "yes", "no": "no", "partial": "partial", "not here": "not here"}
+
+#: What a capability needs from the machine, read from the same gates config validation reads.
+NOT_HERE = "not here"
 
 
-def capability_matrix_rows(backends: tuple[str, ...] = BACKENDS) -> list[dict[str, Any]]:
-    """One dict per capability: name, display, help, gate tier, and per backend (level, note)."""
+def capability_at(cap: Capability | str, backend: str, cc: float | None) -> tuple[str, str]:
+    """How ``backend`` supports capability ``cap`` on a machine of compute capability ``cc``.
+
+    Returns ``(level, why)``: the row's ``yes`` / ``partial`` / ``no`` with its note, or
+    ``"not here"`` with the reason when the tier ``cc`` (None: a CPU) cannot run it. What
+    a tier can run is read from the gates that config validation checks: the backend's own
+    (``experiment.backend``'s value gates: vLLM and TensorRT-LLM need CUDA), then those of
+    the settings that turn the capability on for that backend (``Capability.settings``),
+    and the capability's own gate where it has no setting there.
+    """
+    c = capability(cap) if isinstance(cap, str) else cap
+    support = c.support[backend]
+    if support.level == "no":
+        return "no", support.note
+    gates: list[Gate] = []
+    backend_gate = gate_for("experiment.backend", backend)
+    if backend_gate is not None:
+        gates.append(backend_gate)
+    settings = c.settings.get(backend)
+    if settings:
+        gates += [g for g in (gate_for(p, v) for p, v in settings.items()) if g is not None]
+    elif c.gate is not None:
+        gates.append(c.gate)
+    for gate in gates:
+        problem = tier_problem(gate, cc)
+        if problem:
+            return NOT_HERE, f"{gate.reason or problem} ({problem})" if gate.reason else problem
+    return support.level, support.note
+
+
+def capability_matrix_rows(
+    backends: tuple[str, ...] = BACKENDS, cc: Any = None, at_tier: bool = False
+) -> list[dict[str, Any]]:
+    """One dict per capability: name, display, help, gate tier, and per backend (level, note).
+
+    With ``at_tier=True`` each backend's level is the one on a machine of compute
+    capability ``cc`` (None: a CPU): ``"not here"`` with the reason where that tier cannot
+    run it (see :func:`capability_at`).
+    """
     rows = []
     for c in CAPABILITIES:
+        support = {}
+        for b in backends:
+            if at_tier:
+                support[b] = capability_at(c, b, cc)
+            else:
+                support[b] = (c.support[b].level, c.support[b].note)
         rows.append({
             "name": c.name,
             "display": c.display,
@@ -26,17 +72,22 @@ def capability_matrix_rows(backends: tuple[str, ...] = BACKENDS) -> list[dict[st
             "kind": c.kind,
             "min_cc": c.gate.min_cc if c.gate else None,
             "tier": tier_for(c.gate.min_cc).name if c.gate and c.gate.min_cc else None,
-            "support": {b: (c.support[b].level, c.support[b].note) for b in backends},
+            "support": support,
         })
     return rows
 
 
-def capability_matrix_markdown(backends: tuple[str, ...] = BACKENDS) -> str:
-    """The backend x capability matrix as a Markdown table (notes as footnote-style text)."""
+def capability_matrix_markdown(
+    backends: tuple[str, ...] = BACKENDS, cc: Any = None, at_tier: bool = False
+) -> str:
+    """The backend x capability matrix as a Markdown table (notes as footnote-style text).
+
+    With ``at_tier=True``, cells the tier ``cc`` cannot run say ``not here`` and why.
+    """
     head = "| Capability | " + " | ".join(backends) + " | Needs |"
     sep = "|---|" + "---|" * len(backends) + "---|"
     lines = [head, sep]
-    for row in capability_matrix_rows(backends):
+    for row in capability_matrix_rows(backends, cc, at_tier):
         cells = []
         for b in backends:
             level, note = row["support"][b]
@@ -47,36 +98,43 @@ def capability_matrix_markdown(backends: tuple[str, ...] = BACKENDS) -> str:
 
 
 def capability_matrix_html(
-    backends: tuple[str, ...] = BACKENDS, highlight_cc: float | None = None, highlight: bool = False
+    backends: tuple[str, ...] = BACKENDS, highlight_cc: float | None = None, highlight: bool = False,
+    where: str = "",
 ) -> str:
     """The matrix as a self-contained HTML table; notes are hover titles.
 
-    With ``highlight=True`` rows the GPU at ``highlight_cc`` (None = cpu) cannot run are dimmed.
+    With ``highlight=True`` each cell is the backend's support on a machine of compute
+    capability ``highlight_cc`` (None: a CPU): what that tier cannot run is dimmed and
+    marked ``not here``, its title says why. ``where`` names that machine in the words
+    ("this machine (CPU only)", "the target 'T4'"); by default its tier.
     """
     esc = html.escape
-    colors = {"yes": "#d8f3dc", "no": "#ffe0e0", "partial": "#fff3c4"}
+    colors = {"yes": "#d8f3dc", "no": "#ffe0e0", "partial": "#fff3c4", NOT_HERE: "#e6e6e6"}
+    place = where or f"tier {tier_for(highlight_cc).name}"
     out = [
-        '<table class="llem-matrix" style="border-collapse:collapse;font-family:sans-serif;font-size:13px">',
+        '<table class="llem-matrix" style="border-collapse:collapse;font-family:sans-serif;'
+        'font-size:13px;color:inherit">',
         "<thead><tr><th style='text-align:left;padding:4px'>Capability</th>",
     ]
     out += [f"<th style='padding:4px'>{esc(b)}</th>" for b in backends]
     out.append("<th style='padding:4px'>Needs</th></tr></thead><tbody>")
-    for row in capability_matrix_rows(backends):
-        dim = False
-        if highlight and row["min_cc"] is not None:
-            dim = highlight_cc is None or highlight_cc + 1e-9 < row["min_cc"]
+    for row in capability_matrix_rows(backends, highlight_cc, at_tier=highlight):
+        levels = [row["support"][b][0] for b in backends]
+        dim = highlight and NOT_HERE in levels and all(lv in (NOT_HERE, "no") for lv in levels)
         style = " style='opacity:0.45'" if dim else ""
         title = esc(row["help"])
         out.append(f"<tr{style}><td style='padding:4px' title='{title}'>{esc(row['display'])}</td>")
         for b in backends:
             level, note = row["support"][b]
+            tip = f"not on {place}: {note}" if level == NOT_HERE else (note or level)
+            cell_style = ";opacity:0.45" if level == NOT_HERE and not dim else ""
             out.append(
-                f"<td style='padding:4px;text-align:center;background:{colors[level]}' "
-                f"title='{esc(note or level)}'>{_MARK[level]}{' *' if note else ''}</td>"
+                f"<td style='padding:4px;text-align:center;color:#1b1b1b;background:{colors[level]}"
+                f"{cell_style}' title='{esc(tip)}'>{_MARK[level]}{' *' if note else ''}</td>"
             )
         need = f"{row['min_cc']}+ ({row['tier']})" if row["min_cc"] else ""
-        if dim:
-            need += " - not on this GPU"
+        if highlight and NOT_HERE in levels:
+            need = (need + " - " if need else "") + f"not on {place}"
         out.append(f"<td style='padding:4px'>{esc(need)}</td></tr>")
     out.append("</tbody></table>")
     return "".join(out)
@@ -105,7 +163,9 @@ def reference_markdown() -> str:
             extra = []
             if p.value_gates:
                 extra.append("gated: " + ", ".join(
-                    f"{v} needs {g.min_cc or 'CUDA'}" for v, g in p.value_gates.items()))
+                    f"{v} needs {_gate_words(g)}" for v, g in p.value_gates.items()))
+            if p.registry:
+                extra.append(f"also any registered {p.registry} (llem.plugins)")
             if p.aliases:
                 extra.append("also accepted as: " + ", ".join(p.aliases))
             if p.seed_name:
@@ -145,6 +205,18 @@ def reference_markdown() -> str:
     return "\n".join(lines)
 
 
+def _gate_words(g: Gate) -> str:
+    """``8.0+``, ``CUDA``, ``CUDA and vllm``, ``torch``: what a gate asks for, briefly."""
+    parts = []
+    if g.min_cc is not None:
+        parts.append(f"{g.min_cc}+")
+    elif g.cuda:
+        parts.append("CUDA")
+    if g.package:
+        parts.append(g.package)
+    return " and ".join(parts) or "nothing"
+
+
 def _bounds(p: Any) -> str:
     if p.min is None and p.max is None:
         return ""
@@ -154,6 +226,8 @@ def _bounds(p: Any) -> str:
 
 
 __all__ = [
+    "NOT_HERE",
+    "capability_at",
     "capability_matrix_html",
     "capability_matrix_markdown",
     "capability_matrix_rows",

@@ -11,7 +11,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from llem.spec.capabilities import precisions
 from llem.spec.model import Cond, Rule
+from llem.spec.passthrough import passthrough_collisions
 
 C = Cond
 _SAMPLING = ("decoder.temperature", "decoder.top_k", "decoder.top_p", "decoder.min_p", "decoder.typical_p")
@@ -255,8 +257,6 @@ def _check_backend_section_mismatch(get: Callable[[str], Any], ctx: Mapping[str,
 
 
 def _check_passthrough_collision(get: Callable[[str], Any], ctx: Mapping[str, Any]) -> str | None:
-    from llem.spec.queries import passthrough_collisions
-
     passthrough = get("experiment.passthrough")
     backend = get("experiment.backend")
     if passthrough is _MISSING or not passthrough or backend is _MISSING:
@@ -268,8 +268,6 @@ def _check_passthrough_collision(get: Callable[[str], Any], ctx: Mapping[str, An
 
 
 def _check_unsupported_precision(get: Callable[[str], Any], ctx: Mapping[str, Any]) -> str | None:
-    from llem.spec.capabilities import precisions
-
     backend = get("experiment.backend")
     if backend is _MISSING or backend not in ("pytorch", "vllm", "tensorrt"):
         return None

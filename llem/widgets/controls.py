@@ -13,14 +13,15 @@ called, so this module imports quickly.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections.abc import Callable
 from typing import Any
 
 from llem import spec
+from llem.config import choices
 from llem.errors import missing_dependency
+from llem.machine import get_machine
 from llem.spec.model import Gate, Param
 
 #: Integer sliders wider than this many steps become text boxes (a 1..1048576 slider
@@ -57,19 +58,9 @@ def require_ipywidgets() -> Any:
     return ipywidgets
 
 
-@functools.lru_cache(maxsize=1)
-def _machine_cc_cached() -> float | None:
-    from llem.energy.nvml import gpu_info
-
-    gpus = gpu_info()
-    return max((float(g["compute_capability"]) for g in gpus), default=None)
-
-
 def machine_cc(refresh: bool = False) -> float | None:
     """Highest compute capability among this machine's GPUs; None when there is none (cpu)."""
-    if refresh:
-        _machine_cc_cached.cache_clear()
-    return _machine_cc_cached()
+    return get_machine(refresh=refresh).cc
 
 
 def control_kind(row: Param) -> str:
@@ -122,20 +113,6 @@ def gate_problem(gate: Gate | None, cc: float | None) -> str | None:
     if gate.alternative:
         text += f" Fix: {gate.alternative}."
     return text
-
-
-def backend_problem(backend: str, cc: float | None) -> str | None:
-    """Why ``backend`` cannot run on the tier ``cc``, read from the ``cpu`` capability row."""
-    if cc is not None:
-        return None
-    try:
-        support = spec.capability("cpu").support[backend]
-    except (KeyError, LookupError):
-        return None
-    if support.level != "no":
-        return None
-    return (f"{backend} needs an NVIDIA GPU; this tier is cpu. Fix: set experiment.target_gpu "
-            "(for example 'H100') to plan for a GPU, or use the pytorch backend.")
 
 
 def tooltip_for(row: Param, backend: str | None) -> str:
@@ -321,11 +298,8 @@ class RowControl:
         self.gated = {}
         self.disabled_reason = gate_problem(row.gate, cc)
         if self.kind == "dropdown":
-            for choice in row.choices or ():
-                if row.path == "experiment.backend":
-                    why = backend_problem(choice, cc)
-                else:
-                    why = gate_problem(_hashable_get(row.value_gates, choice), cc)
+            for choice in choices(row):
+                why = gate_problem(_hashable_get(row.value_gates, choice), cc)
                 if why:
                     self.gated[choice] = why
             self._syncing = True
@@ -355,14 +329,11 @@ class RowControl:
         if row.allow_none:
             lib = library_default(row, self.backend)
             opts.append((f"(unset: {lib})" if lib is not None else "(unset)", UNSET))
-        for choice in row.choices or ():
+        for choice in choices(row):
             label = str(choice)
             if choice in self.gated:
-                if row.path == "experiment.backend":
-                    label += " (needs an NVIDIA GPU)"
-                else:
-                    gate = _hashable_get(row.value_gates, choice)
-                    label += f" ({short_need(gate)})" if gate else " (not on this tier)"
+                gate = _hashable_get(row.value_gates, choice)
+                label += f" ({short_need(gate)})" if gate else " (not on this tier)"
             opts.append((label, choice))
         return opts
 
@@ -396,7 +367,6 @@ __all__ = [
     "MAX_INT_SLIDER_SPAN",
     "UNSET",
     "RowControl",
-    "backend_problem",
     "control_kind",
     "format_value",
     "gate_problem",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from llem import spec
+from llem.machine import Where, where
 from llem.spec.model import BACKENDS
 from llem.widgets.controls import machine_cc, require_ipywidgets
 
@@ -23,7 +24,8 @@ class CapabilityMatrix(_w.VBox):  # type: ignore[misc, name-defined]
         Backends shown at first (all by default); the checkboxes above change it.
     target : str or float, optional
         A GPU to plan for (``"H100"``, ``"8.6"``, ``"cpu"``); by default this machine.
-        Capabilities that tier cannot run are dimmed and say so.
+        Cells that tier cannot run say "not here" and why (words from
+        :func:`llem.machine.where`).
     """
 
     def __init__(self, backends: tuple[str, ...] | list[str] | None = None,
@@ -63,28 +65,39 @@ class CapabilityMatrix(_w.VBox):  # type: ignore[misc, name-defined]
         return tuple(b for b, box in self.filters.items() if box.value)
 
     @property
+    def place(self) -> Where:
+        """What the matrix is shown for: this machine, or the chosen target."""
+        value = self.target.value
+        if value == "machine":
+            return Where(self.machine, "this machine" + (" (CPU only)" if self.machine is None else ""))
+        return where(value)
+
+    @property
     def cc(self) -> float | None:
         """Compute capability highlighted (None = cpu)."""
-        value = self.target.value
-        return self.machine if value == "machine" else spec.parse_target(value)
+        return self.place.cc
 
     def _redraw(self, _change: Any = None) -> None:
-        tier = spec.tier_for(self.cc)
-        cc_text = "no GPU" if self.cc is None else f"compute capability {self.cc:g}"
+        place = self.place
+        tier = place.tier
+        cc_text = "no GPU" if place.cc is None else f"compute capability {place.cc:g}"
         self.tier_label.value = (f"<span class='llem-tier'>Tier <b>{tier.name}</b>: {tier.display} "
-                                 f"({cc_text}); dimmed rows need a higher tier.</span>")
+                                 f"({cc_text}); cells marked 'not here' cannot run on "
+                                 f"{place.words}.</span>")
         backends = self.backends
         if not backends:
             self.table.value = "<i>Choose at least one backend.</i>"
             return
-        self.table.value = spec.capability_matrix_html(backends, highlight_cc=self.cc, highlight=True)
+        self.table.value = spec.capability_matrix_html(backends, highlight_cc=place.cc, highlight=True,
+                                                       where=place.words)
 
     def text(self) -> str:
         """The matrix as Markdown, with the tier line (the text/plain form)."""
-        tier = spec.tier_for(self.cc)
+        place = self.place
+        tier = place.tier
         backends = self.backends or BACKENDS
-        return (f"Capability matrix (tier {tier.name}: {tier.display})\n"
-                + spec.capability_matrix_markdown(backends))
+        return (f"Capability matrix (tier {tier.name}: {tier.display}; on {place.words})\n"
+                + spec.capability_matrix_markdown(backends, place.cc, at_tier=True))
 
     def __repr__(self) -> str:
         return self.text()

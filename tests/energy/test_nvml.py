@@ -6,7 +6,6 @@ import types
 
 import pytest
 
-from llem.energy.base import MeterUnavailableError
 from llem.energy.nvml import (
     GpuDevice,
     NvmlLibrary,
@@ -14,7 +13,6 @@ from llem.energy.nvml import (
     PynvmlDevice,
     PynvmlLibrary,
     gpu_indices,
-    gpu_info,
     nvml_index_for_cuda_device,
 )
 from llem.errors import LlemError
@@ -132,40 +130,6 @@ def test_probe_reports_devices_counters_and_failures(clock):
     assert not p.available and "Shared Library Not Found" in p.reason
     p = NvmlMeter(library=FakeNvmlLibrary([])).probe()
     assert not p.available and "no GPU" in p.reason
-
-
-def test_gpu_info_on_fakes_and_never_raising(clock):
-    info = gpu_info(
-        lib_with(
-            FakeGpu(0, compute_capability=(8, 6), name="NVIDIA A10G", memory_total_mib=23028.0, clock=clock)
-        )
-    )
-    assert info == [
-        {
-            "index": 0,
-            "name": "NVIDIA A10G",
-            "compute_capability": 8.6,
-            "memory_total_mib": 23028.0,
-            "driver": "550.54.15",
-            "energy_counter": True,
-        }
-    ]
-    assert gpu_info(FakeNvmlLibrary(init_error="no driver")) == []
-
-
-def test_real_pynvml_layer_here_fails_cleanly():
-    """On machines without a driver: gpu_info is [], the meter's probe says why."""
-    pytest.importorskip("pynvml")
-    lib = PynvmlLibrary()
-    try:
-        lib.init()
-    except MeterUnavailableError as exc:
-        assert "NVML could not start" in str(exc)
-        assert gpu_info() == []
-        assert not NvmlMeter().probe().available
-    else:  # a GPU machine
-        lib.shutdown()
-        assert gpu_info()
 
 
 class _NotSupported(Exception):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from llem import plugins
 from llem.energy import registry
 from llem.energy.base import CompositeMeter, NullMeter
 from llem.energy.estimate import EstimateMeter
@@ -12,10 +13,10 @@ from llem.errors import UnknownNameError
 
 @pytest.fixture(autouse=True)
 def clean_registry():
-    saved = dict(registry._registered)
+    saved = dict(plugins._registered["meter"])
     yield
-    registry._registered.clear()
-    registry._registered.update(saved)
+    plugins._registered["meter"].clear()
+    plugins._registered["meter"].update(saved)
     registry.clear_probe_cache()
 
 
@@ -37,15 +38,15 @@ def test_builtins_resolve_by_name():
 
 
 def test_builtins_are_declared_as_entry_points():
-    eps = registry._entry_points()
+    eps = plugins._entry_points(registry.GROUP)
     if not eps:
         pytest.skip("llem's package metadata is not installed")
     assert {n: ep.value for n, ep in eps.items() if n in registry.BUILTIN_METERS} == registry.BUILTIN_METERS
 
 
 def test_fallback_without_package_metadata(monkeypatch):
-    monkeypatch.setattr(registry, "_entry_points", lambda: {})
-    registry._registered.clear()
+    monkeypatch.setattr(plugins, "_entry_points", lambda group: {})
+    plugins._registered["meter"].clear()
     assert registry.get_meter_class("estimate") is EstimateMeter
     assert "nvml" in registry.meter_names()
 
@@ -97,9 +98,9 @@ def test_entry_point_plugin_is_loaded_and_checked(monkeypatch):
             return self._obj
 
     monkeypatch.setattr(
-        registry,
+        plugins,
         "_entry_points",
-        lambda: {"good": FakeEP("good", EstimateMeter), "bad": FakeEP("bad", object)},
+        lambda group: {"good": FakeEP("good", EstimateMeter), "bad": FakeEP("bad", object)},
     )
     assert registry.get_meter_class("good") is EstimateMeter
     with pytest.raises(registry.MeterPluginError, match="lacks"):

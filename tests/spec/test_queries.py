@@ -1,5 +1,7 @@
 """The introspection queries read the table and answer the questions the seed's did."""
 
+from html import escape
+
 import pytest
 
 from llem import spec
@@ -64,7 +66,23 @@ def test_matrix_markdown_and_html_cover_every_capability():
     for cap in spec.CAPABILITIES:
         assert f"| {cap.display} |" in md
         assert cap.display in html
-    assert "not on this GPU" in html  # FlashAttention-3 is dimmed at 8.0
+    # FlashAttention-3 is dimmed at 8.0, worded as the tier (no "this GPU" for a plan)
+    fa3 = html[html.index("FlashAttention-3"):].split("</tr>")[0]
+    assert "not on tier ampere" in fa3 and "not here" in fa3
+    assert "not on this GPU" not in html
+    at_t4 = spec.capability_matrix_html(highlight_cc=7.5, highlight=True, where="the target 'T4'")
+    assert escape("not on the target 'T4'") in at_t4
+
+
+def test_matrix_on_a_cpu_says_what_a_cpu_runs():
+    md = spec.capability_matrix_markdown(cc=None, at_tier=True)
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:4] for line in md.splitlines()[2:]}
+    pytorch, vllm, tensorrt = rows["bfloat16"]
+    assert pytorch.startswith("yes") and vllm.startswith("not here") and tensorrt.startswith("not here")
+    assert "needs Linux and an NVIDIA GPU" in vllm
+    assert spec.capability_at("flash_attention_2", "pytorch", None)[0] == "not here"
+    assert spec.capability_at("flash_attention_2", "pytorch", 8.0)[0] == "yes"
+    assert spec.capability_at("float32", "tensorrt", 9.0)[0] == "no"
 
 
 def test_aliases_resolve_and_unknowns_suggest():

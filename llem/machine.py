@@ -1,0 +1,364 @@
+"""What is here: the GPUs, the CPU and the optional packages, as typed records.
+
+One room answers "what machine is this" for everything above it: config tier checks, the
+capability matrix, the runner's skip rules and environment record, the sweep, the
+backends, ``doctor`` and the CLI. GPUs are found through NVML, which does not initialise
+CUDA in this process (initialising CUDA in a parent process forces vLLM to spawn its
+workers and keeps memory on GPU 0). A machine with no NVML, or no GPU, is a machine with an
+empty ``gpus`` tuple, never an error.
+
+"This machine or a declared target" is decided in one place, :func:`where`: a config's
+``experiment.target_gpu`` (or an explicit target) wins, else this machine; the answer says
+which in words fit for a message ("this machine (CPU only)", "the target 'T4'").
+
+Tests swap the machine with :func:`use_machine` and :meth:`Machine.fake`.
+
+>>> m = Machine.fake(gpus=[("NVIDIA H100 80GB HBM3", 9.0)])
+>>> m.gpu_count, m.cc, m.tier.name
+(1, 9.0, 'hopper')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import platform
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from llem.energy.nvml import PynvmlLibrary
+from llem.spec.model import Tier
+from llem.spec.params import PARAMS
+from llem.spec.rules import RULES
+from llem.spec.tiers import parse_target, tier_for
+
+_MIB = 1024**2
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One NVIDIA GPU as NVML sees it.
+
+    Attributes
+    ----------
+    index : int
+        NVML index (NVML ignores ``CUDA_VISIBLE_DEVICES``).
+    name : str
+        Marketing name (``NVIDIA H100 80GB HBM3``).
+    compute_capability : float
+        ``major.minor`` as a number (9.0).
+    memory_total_mib : float
+        Memory of the whole GPU, MiB.
+    uuid : str
+        ``GPU-...`` identifier (stable across numberings).
+    mig : bool
+        True when MIG mode is on (energy then reads the whole GPU, not a slice).
+    energy_counter : bool
+        Whether NVML's total-energy counter reads on this GPU (Volta and newer).
+    """
+
+    index: int
+    name: str
+    compute_capability: float
+    memory_total_mib: float = 0.0
+    uuid: str = ""
+    mig: bool = False
+    energy_counter: bool = False
+
+    @property
+    def tier(self) -> Tier:
+        """The compute-capability tier of this GPU."""
+        return tier_for(self.compute_capability)
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """The CPU: its model name and how many hardware threads the OS offers."""
+
+    model: str
+    threads: int
+
+
+def _gate_packages() -> tuple[str, ...]:
+    """Import names the table's gates and rules ask about, plus the backends' engines."""
+    names: list[str] = []
+    for p in PARAMS:
+        for gate in (p.gate, *p.value_gates.values()):
+            if gate is not None and gate.package:
+                names.append(gate.package)
+    for rule in RULES:
+        for cond in rule.when:
+            if cond.path.startswith("env.packages."):
+                names.append(cond.path[len("env.packages."):])
+    return tuple(dict.fromkeys(names))
+
+
+#: Optional packages the machine record reports: those the table asks about, then the ones
+#: the backends and meters need.
+PACKAGES: tuple[str, ...] = tuple(dict.fromkeys((
+    *_gate_packages(), "torch", "transformers", "vllm", "tensorrt_llm", "pynvml", "codecarbon",
+    "peft", "gguf", "accelerate", "zeus", "ray",
+)))
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The GPUs, CPU and optional packages of one machine.
+
+    Attributes
+    ----------
+    gpus : tuple of Gpu
+        Empty when there is no NVIDIA GPU (or no NVML to see one).
+    cpu : Cpu
+    packages : mapping of str to bool
+        Import name -> installed (found without importing it).
+    driver : str
+        The NVIDIA driver version, or "".
+    gpu_note : str
+        Why no GPU was found ("NVML library not found", ...), or "".
+    source : str
+        ``"nvml"``, ``"none"`` (no NVML), ``"fake"`` or ``"null"``.
+    """
+
+    gpus: tuple[Gpu, ...] = ()
+    cpu: Cpu = field(default_factory=lambda: Cpu("unknown", 1))
+    packages: Mapping[str, bool] = field(default_factory=dict)
+    driver: str = ""
+    gpu_note: str = ""
+    source: str = "null"
+
+    @property
+    def gpu_count(self) -> int:
+        """How many NVIDIA GPUs are here."""
+        return len(self.gpus)
+
+    @property
+    def cc(self) -> float | None:
+        """The highest compute capability here (None: no GPU, the ``cpu`` tier).
+
+        A run on one GPU should ask :meth:`cc_of` for the device it uses.
+        """
+        return max((g.compute_capability for g in self.gpus), default=None)
+
+    def cc_of(self, indices: Iterable[int] | None = None) -> float | None:
+        """The lowest compute capability among the GPUs ``indices`` (all when None).
+
+        A setting runs on a set of GPUs only if it runs on the weakest of them.
+        """
+        chosen = [g for g in self.gpus if indices is None or g.index in set(indices)]
+        return min((g.compute_capability for g in chosen), default=None)
+
+    @property
+    def tier(self) -> Tier:
+        """The tier of :attr:`cc`."""
+        return tier_for(self.cc)
+
+    def has(self, package: str) -> bool:
+        """Whether the import name ``package`` is installed here."""
+        if package in self.packages:
+            return bool(self.packages[package])
+        return _installed(package)
+
+    def facts(self) -> dict[str, Any]:
+        """The ``env.*`` facts the table's skip rules read: ``gpu_count``, ``cc``, ``packages``."""
+        return {
+            "gpu_count": self.gpu_count,
+            "cc": self.cc,
+            "cuda": bool(self.gpus),
+            "packages": {name: self.has(name) for name in PACKAGES},
+        }
+
+    def describe(self) -> str:
+        """One line: the GPUs (or "CPU only") and the CPU."""
+        if self.gpus:
+            names = ", ".join(f"{g.name} (cc {g.compute_capability:g})" for g in self.gpus)
+            return f"{names}; CPU {self.cpu.model}"
+        return f"CPU only ({self.cpu.model}, {self.cpu.threads} threads)"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe record of the machine (for a result's environment)."""
+        return {
+            "gpus": [{"index": g.index, "name": g.name, "compute_capability": g.compute_capability,
+                      "memory_total_mib": g.memory_total_mib, "uuid": g.uuid, "mig": g.mig,
+                      "energy_counter": g.energy_counter} for g in self.gpus],
+            "cpu": self.cpu.model,
+            "cpu_threads": self.cpu.threads,
+            "driver": self.driver,
+            "tier": self.tier.name,
+        }
+
+    @classmethod
+    def fake(
+        cls,
+        gpus: Sequence[tuple[str, float] | Gpu] = (),
+        packages: Mapping[str, bool] | None = None,
+        cpu: str = "Fake CPU",
+        threads: int = 2,
+    ) -> Machine:
+        """A machine for tests: ``gpus`` as ``(name, cc)`` pairs or :class:`Gpu` records.
+
+        Packages not named in ``packages`` are reported as not installed.
+        """
+        made = tuple(
+            g if isinstance(g, Gpu) else Gpu(i, g[0], float(g[1]), 81559.0, f"GPU-fake-{i}", False, True)
+            for i, g in enumerate(gpus)
+        )
+        known = {name: False for name in PACKAGES}
+        known.update(packages or {})
+        return cls(made, Cpu(cpu, threads), known, "", "" if made else "a fake machine without GPUs",
+                   "fake")
+
+
+#: The machine with nothing: no GPU, an unknown CPU, no optional package.
+NULL_MACHINE = Machine(packages={name: False for name in PACKAGES}, gpu_note="nothing was probed",
+                       source="null")
+
+
+def _installed(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``, else what ``platform`` says)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _nvml_gpus(library: Any = None) -> tuple[tuple[Gpu, ...], str, str]:
+    """GPUs NVML sees, the driver version, and why there are none (never raises)."""
+    library = library if library is not None else PynvmlLibrary()
+    try:
+        library.init()
+    except Exception as exc:  # noqa: BLE001 - no NVML means no GPU here
+        return (), "", str(exc) or f"NVML could not start ({type(exc).__name__})"
+    try:
+        driver = library.driver_version()
+        out = []
+        for i in range(library.device_count()):
+            dev = library.device(i)
+            major, minor = dev.compute_capability()
+            try:
+                counter = dev.total_energy_mj() is not None
+            except Exception:  # noqa: BLE001
+                counter = False
+            mig_fn = getattr(dev, "mig_enabled", None)
+            try:
+                mig = bool(mig_fn()) if callable(mig_fn) else False
+            except Exception:  # noqa: BLE001
+                mig = False
+            out.append(Gpu(i, dev.name(), float(f"{major}.{minor}"), dev.memory_total_bytes() / _MIB,
+                           dev.uuid(), mig, counter))
+        return tuple(out), driver, "" if out else "NVML sees no GPU"
+    except Exception as exc:  # noqa: BLE001
+        return (), "", f"NVML failed while listing GPUs ({type(exc).__name__}: {exc})"
+    finally:
+        try:
+            library.shutdown()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def probe(library: Any = None) -> Machine:
+    """Look at this machine now (NVML for GPUs, find_spec for packages); never raises."""
+    gpus, driver, note = _nvml_gpus(library)
+    return Machine(
+        gpus=gpus,
+        cpu=Cpu(cpu_model(), os.cpu_count() or 1),
+        packages={name: _installed(name) for name in PACKAGES},
+        driver=driver,
+        gpu_note=note,
+        source="nvml" if gpus else "none",
+    )
+
+
+_current: Machine | None = None
+_override: list[Machine] = []
+
+
+def get_machine(refresh: bool = False) -> Machine:
+    """Return this machine, probed once per process (``refresh=True`` looks again).
+
+    Inside :func:`use_machine` it is the machine given there.
+    """
+    global _current
+    if _override:
+        return _override[-1]
+    if _current is None or refresh:
+        _current = probe()
+    return _current
+
+
+@contextlib.contextmanager
+def use_machine(machine: Machine) -> Iterator[Machine]:
+    """Make :func:`get_machine` return ``machine`` inside the block (for tests and demos)."""
+    _override.append(machine)
+    try:
+        yield machine
+    finally:
+        _override.pop()
+
+
+@dataclass(frozen=True)
+class Where:
+    """A place settings are checked against: this machine or a declared target GPU.
+
+    Attributes
+    ----------
+    cc : float or None
+        Its compute capability (None: no CUDA, the ``cpu`` tier).
+    words : str
+        How a message names it: ``this machine (CPU only)``, ``the target 'T4'``.
+    target : str or None
+        The target as given, or None for this machine.
+    """
+
+    cc: float | None
+    words: str
+    target: str | None = None
+
+    @property
+    def tier(self) -> Tier:
+        """The tier of :attr:`cc`."""
+        return tier_for(self.cc)
+
+    @property
+    def is_target(self) -> bool:
+        """True for a declared target, False for this machine."""
+        return self.target is not None
+
+
+def where(target: str | float | None = None, machine: Machine | None = None) -> Where:
+    """Decide what settings are checked against: ``target`` when given, else this machine.
+
+    Raises
+    ------
+    ValueError
+        For a target that is not 'cpu', a compute capability or a known GPU name.
+    """
+    if target is not None:
+        cc = parse_target(target)
+        tier = tier_for(cc)
+        return Where(cc, f"the target {str(target)!r} ({tier.display})", str(target))
+    m = machine or get_machine()
+    if not m.gpus:
+        return Where(None, "this machine (CPU only)")
+    best = max(m.gpus, key=lambda g: g.compute_capability)
+    return Where(best.compute_capability,
+                 f"this machine ({best.name}, compute capability {best.compute_capability:g})")
+
+
+__all__ = [
+    "NULL_MACHINE", "PACKAGES", "Cpu", "Gpu", "Machine", "Where", "cpu_model", "get_machine",
+    "probe", "use_machine", "where",
+]

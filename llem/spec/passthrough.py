@@ -1,0 +1,39 @@
+"""Which pass-through keyword arguments a named field already covers.
+
+Its own module so that the rules (which refuse such collisions) and the queries (which
+answer about them) both read it without importing each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from llem.spec.params import PARAMS
+
+#: Sections that never reach an engine's keyword arguments.
+_NOT_ENGINE = ("experiment", "warmup", "baseline", "study", "dataset")
+
+
+def passthrough_collisions(backend: str, passthrough: Mapping[str, Any]) -> dict[str, str]:
+    """Pass-through keys that a named field covers: key -> the field to set instead.
+
+    ``passthrough`` is ``{"load": {...}, "generate": {...}}`` or a flat dict.
+    """
+    keys: list[str] = []
+    for k, v in passthrough.items():
+        if k in ("load", "generate") and isinstance(v, Mapping):
+            keys += list(v)
+        else:
+            keys.append(k)
+    covered: dict[str, str] = {}
+    for p in PARAMS:
+        if backend not in p.backends or p.section in _NOT_ENGINE:
+            continue
+        names = {p.name, *p.aliases}
+        engine = p.engine_names.get(backend)
+        if engine:
+            names.add(engine.split(".")[-1])
+        for n in names:
+            covered.setdefault(n, p.path)
+    return {k: covered[k] for k in keys if k in covered}
