@@ -37,6 +37,7 @@ bench: install
 
 docs: install
 	$(PY) -m llem.spec reference > docs/reference.md
+	$(PY) -m llem.spec types > llem/_config_types.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -74,7 +74,7 @@ def _timed() -> None:
 def independent() -> tuple[float, float]:
     """Wall time of 12 independent runs, and their time in load + release."""
     from llem.config import ExperimentConfig
-    from llem.run import run
+    from llem.runner import run
     from llem.sweep import combinations
 
     configs = []
@@ -107,7 +107,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
 
-    from llem.run import run
+    from llem.runner import run
 
     _timed()
     run({**BASE, "num_prompts": 1})  # imports and file cache, not timed

@@ -26,7 +26,11 @@ _LAZY = {
     "measure": "llem.energy.window",
     "Measurement": "llem.energy.measurement",
     "doctor": "llem.energy.doctor",
-    "run": "llem.run",
+    "run": "llem.runner",
+    "register_backend": "llem.plugins",
+    "register_meter": "llem.plugins",
+    "register_exporter": "llem.plugins",
+    "get_machine": "llem.machine",
     "Result": "llem.results",
     "load_result": "llem.results",
     "load_results": "llem.results",
@@ -38,7 +42,8 @@ __all__ = sorted([*_LAZY, "__version__", "spec", "plots", "report", "load_ipytho
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("spec", "plots", "report", "models", "prompts", "testing"):
+    if name in ("spec", "plots", "report", "models", "prompts", "testing", "runner", "machine",
+                "plugins"):
         return importlib.import_module(f"llem.{name}")
     module = _LAZY.get(name)
     if module is None:
@@ -70,3 +75,6 @@ if TYPE_CHECKING:  # pragma: no cover
         VLLMConfig,
         WarmupConfig,
     )
+    from llem.machine import get_machine  # noqa: F401
+    from llem.plugins import register_backend, register_exporter, register_meter  # noqa: F401
+    from llem.runner import run  # noqa: F401

@@ -187,7 +187,7 @@ def run(config: str, sets: tuple[str, ...], prompts: str | None, output_dir: str
     cfg.validate()
     for path, why in cfg.skipped().items():
         click.echo(f"note: {path} has no effect: {why}", err=True)
-    from llem.run import run as run_experiment
+    from llem.runner import run as run_experiment
 
     if quiet:
         quiet_libraries()
@@ -414,7 +414,7 @@ def doctor_report() -> list[str]:
     lines.append("")
 
     lines.append("Backends")
-    from llem.run import backend_names
+    from llem.runner import backend_names
 
     for name in backend_names():
         needs = _BACKEND_NEEDS.get(name)

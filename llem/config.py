@@ -1,357 +1,87 @@
 """Self-validating experiment configurations, built from the table in :mod:`llem.spec`.
 
 Each section class (``DecoderConfig``, ``PyTorchConfig``, ...) gets one trait per table
-row when the class is created; the trait is tagged with the row (``help``, ``unit``,
-``backends``, ``widget`` ...). Every assignment is checked: the value against its row
-(type, choices, bounds), the declared target GPU's tier, and every cross-field rule that
-reads the field. ``update()`` applies several values as one unit and rolls all of them
-back when any check fails.
+row when the class is created (:func:`llem.sections.make_section`); the trait is tagged
+with the row (``help``, ``unit``, ``backends``, ``widget`` ...). Every assignment is
+checked: the value against its row (type, choices, bounds), the declared target GPU's
+tier, and every cross-field rule that reads the field. ``update()`` applies several
+values as one unit and rolls all of them back when any check fails.
+
+Type checkers and editors see the fields through ``llem/_config_types.py``, generated from
+the same rows (``python -m llem.spec types``).
 
 >>> cfg = ExperimentConfig(model="tiny-random-llama")
 >>> cfg.pytorch.load_in_4bit = True
 >>> cfg.pytorch.load_in_8bit = True  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-llem.config.InvalidValue: ... a model is loaded either in 4-bit or in 8-bit, not both...
+llem.sections.InvalidValue: ... a model is loaded either in 4-bit or in 8-bit, not both...
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-from traitlets import Any as AnyTrait
-from traitlets import HasTraits, Instance, List, TraitError, observe, validate
+from traitlets import HasTraits, Instance, List, TraitError, observe
 
-from llem import plugins, spec
+from llem import spec
 from llem.errors import ConfigError, UnknownNameError, did_you_mean
 from llem.machine import Where, where
-from llem.spec.model import BACKENDS, Param
+from llem.sections import (
+    NO_TARGET,
+    AliasWarning,
+    InvalidValue,
+    Section,
+    apply_atomically,
+    check_value,
+    choices,
+    describe,
+    make_section,
+    problem_fix,
+    resolve_path,
+    tier_problem_of,
+    unsupported,
+    warn_alias,
+)
+from llem.spec.model import BACKENDS
 from llem.spec.rules import MISSING, RULES, Violation, evaluate
 
-
-class InvalidValue(ConfigError, TraitError):
-    """A value or combination refused by the table; a :class:`ConfigError` and a TraitError."""
-
-
-class AliasWarning(FutureWarning):
-    """A config used an old name (the seed benchmark's, or an engine's) for a llem field."""
-
-
-class _Field(AnyTrait):
-    """A trait whose checks all live in the section's validator (so None is checked too)."""
-
-    allow_none = False
-    info_text = "a value described by its table row"
-
-
-_TYPE_WORDS = {
-    "int": "an int", "float": "a number", "bool": "True or False", "str": "a string",
-    "dict": "a dict", "list": "a list", "str_or_list": "a string or a list of strings",
-}
-
-
-def _describe(value: Any) -> str:
-    return f"the {type(value).__name__} {value!r}"
-
-
-def choices(row: Param) -> tuple[Any, ...]:
-    """The values ``row`` allows: its choices, and for a plugin row every registered name.
-
-    ``experiment.backend`` and ``experiment.meter`` list llem's own names first, then the
-    names registered in :mod:`llem.plugins` (entry points or ``llem.register_backend``).
-    """
-    own = tuple(row.choices or ())
-    if not row.registry:
-        return own
-    return own + tuple(n for n in plugins.names(row.registry) if n not in own)
-
-
-def check_value(row: Param, value: Any) -> Any:
-    """Check ``value`` against ``row`` and return it (ints widened to float where declared).
-
-    Raises :class:`InvalidValue` naming the field, the bad value, what is allowed and the fix.
-    """
-    path = row.path
-    if value is None:
-        if row.allow_none:
-            return None
-        raise InvalidValue(
-            f"{path} cannot be unset. Allowed: {_allowed(row)}. Fix: give it a value"
-            + (f" (default {row.default!r})." if row.default is not None else ".")
-        )
-    t = row.type
-    if t == "enum":
-        allowed = choices(row)
-        try:
-            ok = value in allowed
-        except TypeError:  # an unhashable value compared with the choices
-            ok = False
-        if not ok:
-            hint = did_you_mean(str(value), [str(c) for c in allowed])
-            fix = f"set {path} to one of those" + (", or leave it unset." if row.allow_none else ".")
-            if row.registry:
-                fix += (f" A {row.registry} of your own can be registered with "
-                        f"llem.register_{row.registry}(name, cls).")
-            raise InvalidValue(
-                f"{path} must be one of {', '.join(repr(c) for c in allowed)}, "
-                f"not {value!r}.{hint} Fix: {fix}"
-            )
-        return value
-    ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-        "str": isinstance(value, str),
-        "dict": isinstance(value, Mapping),
-        "list": isinstance(value, (list, tuple)),
-        "str_or_list": isinstance(value, str)
-        or (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)),
-    }[t]
-    if not ok:
-        raise InvalidValue(
-            f"{path} expected {_TYPE_WORDS[t]}, not {_describe(value)}. "
-            f"Allowed: {_allowed(row)}. Fix: set {path} to {_TYPE_WORDS[t]}."
-        )
-    if t == "float":
-        value = float(value)
-        if value != value or value in (float("inf"), float("-inf")):
-            raise InvalidValue(f"{path} must be a finite number, not {value!r}. Allowed: {_allowed(row)}.")
-    if t == "dict":
-        value = dict(value)
-    if t == "list" or (t == "str_or_list" and not isinstance(value, str)):
-        value = list(value)
-    if t in ("int", "float"):
-        lo_bad = row.min is not None and (value <= row.min if row.min_exclusive else value < row.min)
-        hi_bad = row.max is not None and (value >= row.max if row.max_exclusive else value > row.max)
-        if lo_bad or hi_bad:
-            raise InvalidValue(
-                f"{path} must be {_allowed(row)}, not {value!r}. Fix: choose a value in that range"
-                + (", or leave it unset." if row.allow_none else ".")
-            )
-    return value
-
-
-def _allowed(row: Param) -> str:
-    if row.choices:
-        return "one of " + ", ".join(repr(c) for c in choices(row))
-    parts = []
-    if row.min is not None:
-        parts.append(f"{'>' if row.min_exclusive else '>='} {row.min:g}")
-    if row.max is not None:
-        parts.append(f"{'<' if row.max_exclusive else '<='} {row.max:g}")
-    base = _TYPE_WORDS.get(row.type, row.type)
-    text = base + (" " + " and ".join(parts) if parts else "")
-    return text + (" (or unset)" if row.allow_none else "")
-
-
-class Section(HasTraits):
-    """Base of the section classes: traits come from the table rows of ``_section``."""
-
-    _section: ClassVar[str] = ""
-    _rows: ClassVar[dict[str, Param]] = {}
-
-    def __init__(self, _parent: ExperimentConfig | None = None, **values: Any) -> None:
-        super().__init__()
-        self._parent = _parent
-        self._explicit: set[str] = set()
-        if values:
-            self.update(values)
-
-    # -- validation ---------------------------------------------------------------------------
-    def _check_field(self, proposal: Any) -> Any:
-        name = proposal.trait.name
-        row = self._rows[name]
-        value = check_value(row, proposal.value)
-        root = self._parent
-        if root is not None and value is not None:
-            cc_target = root._target_cc()
-            if cc_target is not _NO_TARGET:
-                problem = _tier_problem(row, value, cc_target)
-                if problem:
-                    raise InvalidValue(
-                        f"{row.path}={value!r} {problem}. Fix: {problem_fix(row, value)}, "
-                        f"or change experiment.target_gpu (now {root.target_gpu!r})."
-                    )
-        if root is not None and value is not None and not root._suspend_rules:
-            problem = _unsupported(row, root.backend)
-            if problem:
-                raise InvalidValue(problem)
-        self._check_rules(row.path, value)
-        return value
-
-    def _check_rules(self, path: str, value: Any) -> None:
-        root = self._parent
-        if root is not None and root._suspend_rules:
-            return
-
-        def get(p: str) -> Any:
-            if p == path:
-                return value
-            if root is not None:
-                return root._get_or_missing(p)
-            section, _, name = p.partition(".")
-            if section == self._section and name in self._rows:
-                return getattr(self, name)
-            return MISSING
-
-        backend = root.backend if root is not None else None
-        found = evaluate(get, backend=backend, severity="error", only_fields=[path])
-        found = [v for v in found if path in v.rule.fields or v.rule.check == "unsupported_precision"]
-        if found:
-            raise InvalidValue(f"{path}={value!r} refused: " + " ".join(v.message for v in found))
-
-    # -- access ---------------------------------------------------------------------------------
-    @classmethod
-    def rows(cls) -> tuple[Param, ...]:
-        """The table rows this section was made from."""
-        return tuple(cls._rows.values())
-
-    def update(self, values: Mapping[str, Any] | None = None, **kw: Any) -> None:
-        """Set several fields as one unit: all are applied, or none (rolled back on error)."""
-        items = {**(values or {}), **kw}
-        if self._parent is not None:
-            self._parent.update({f"{self._section}.{k}": v for k, v in items.items()})
-            return
-        _apply_atomically([self], [(self, _field_name(self, k), v) for k, v in items.items()])
-
-    def explicit(self) -> dict[str, Any]:
-        """Fields the user set (even to their default value)."""
-        return {k: getattr(self, k) for k in self._rows if k in self._explicit}
-
-    def to_dict(self, only_set: bool = False) -> dict[str, Any]:
-        """Field -> value; with ``only_set`` only fields that are set (not None) or explicit."""
-        out = {}
-        for k, row in self._rows.items():
-            v = getattr(self, k)
-            if only_set and v is None:
-                continue
-            if only_set and k not in self._explicit and v == row.default and row.section != "experiment":
-                continue
-            out[k] = _plain(v)
-        return out
-
-    def is_default(self) -> bool:
-        """True when nothing in the section was set."""
-        return not self._explicit and all(getattr(self, k) == r.default for k, r in self._rows.items())
-
-    def __repr__(self) -> str:
-        body = ", ".join(f"{k}={v!r}" for k, v in self.to_dict(only_set=True).items())
-        return f"{type(self).__name__}({body})"
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        p.text(repr(self))
-
-
-def _field_name(section: Section, key: str) -> str:
-    if key in section._rows:
-        return key
-    path, alias = _resolve(f"{section._section}.{key}")
-    if alias:
-        _warn_alias(alias, path)
-    return path.split(".", 1)[1]
-
-
-def _unsupported(row: Param, backend: str) -> str | None:
-    """Why a decoder ``row`` cannot be set with ``backend``, or None.
-
-    A plugin backend (not one of the table's) is not in any row's ``backends``: it takes
-    every decoder field, and reports the ones it ignores in its load's ``skipped``.
-    """
-    if row.section != "decoder" or backend in row.backends or backend not in BACKENDS:
-        return None
-    return (
-        f"{row.path} is not supported by the {backend} backend (supported by: "
-        f"{', '.join(row.backends)}). Fix: leave it unset, or choose one of those backends."
+if TYPE_CHECKING:
+    from llem._config_types import (
+        BaselineConfig,
+        DatasetConfig,
+        DecoderConfig,
+        PyTorchConfig,
+        StudyConfig,
+        TensorRTConfig,
+        VLLMConfig,
+        WarmupConfig,
+        _ExperimentFields,
     )
-
-
-def problem_fix(row: Param, value: Any) -> str:
-    """The alternative a gate suggests for ``row`` set to ``value``."""
-    gate = spec.gate_for(row.path, value)
-    return gate.alternative if gate and gate.alternative else f"leave {row.path} unset"
-
-
-def _tier_problem(row: Param, value: Any, cc: float | None) -> str | None:
-    gate = spec.gate_for(row.path, value)
-    if gate is None or (gate.min_cc is None and not gate.cuda):
-        return None
-    return spec.tier_problem(gate, cc)
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, tuple):
-        return list(v)
-    return v
-
-
-def _validate_and_mark(self: Section, proposal: Any) -> Any:
-    """Check a proposed value; remember the field as explicitly set (even to its default)."""
-    value = self._check_field(proposal)
-    self._explicit.add(proposal.trait.name)
-    return value
-
-
-def _make_section(name: str, cls_name: str, doc: str) -> type[Section]:
-    rows = {p.name: p for p in spec.params(name)}
-    ns: dict[str, Any] = {"__doc__": doc, "_section": name, "_rows": rows, "__module__": __name__}
-    for p in rows.values():
-        gates = [g.min_cc for g in (p.gate, *p.value_gates.values()) if g is not None and g.min_cc]
-        ns[p.name] = _Field(p.default, help=p.help).tag(
-            row=p, section=p.section, type=p.type, unit=p.unit, backends=p.backends,
-            widget=p.widget_hint, load_time=p.load_time, min_cc=min(gates, default=None),
-        )
-    ns["_validate_all"] = validate(*rows)(_validate_and_mark)
-    return type(cls_name, (Section,), ns)
-
-
-DecoderConfig = _make_section("decoder", "DecoderConfig", "Sampling / decoding settings, shared by backends.")
-PyTorchConfig = _make_section("pytorch", "PyTorchConfig", "Hugging Face transformers backend settings.")
-VLLMConfig = _make_section("vllm", "VLLMConfig", "vLLM engine settings.")
-TensorRTConfig = _make_section("tensorrt", "TensorRTConfig", "TensorRT-LLM engine settings.")
-WarmupConfig = _make_section("warmup", "WarmupConfig", "Warmup passes and the thermal floor.")
-BaselineConfig = _make_section("baseline", "BaselineConfig", "Idle power baseline.")
-StudyConfig = _make_section("study", "StudyConfig", "Cycles and order of a study (sweep).")
-_ExperimentFields = _make_section("experiment", "_ExperimentFields", "Experiment-level fields.")
-DatasetConfig = _make_section("dataset", "DatasetConfig", "Synthetic prompts and prompt order.")
+else:
+    DecoderConfig = make_section("decoder")
+    PyTorchConfig = make_section("pytorch")
+    VLLMConfig = make_section("vllm")
+    TensorRTConfig = make_section("tensorrt")
+    WarmupConfig = make_section("warmup")
+    BaselineConfig = make_section("baseline")
+    StudyConfig = make_section("study")
+    DatasetConfig = make_section("dataset")
+    _ExperimentFields = make_section("experiment")
 
 _SECTION_CLASSES: dict[str, type[Section]] = {
     "decoder": DecoderConfig, "pytorch": PyTorchConfig, "vllm": VLLMConfig,
     "tensorrt": TensorRTConfig, "warmup": WarmupConfig, "baseline": BaselineConfig,
     "study": StudyConfig, "dataset": DatasetConfig,
 }
-_NO_TARGET = object()
+_NO_TARGET = NO_TARGET
 
 
-def _resolve(path: str) -> tuple[str, str | None]:
-    try:
-        return spec.resolve_path(path)
-    except UnknownNameError:
-        section, _, name = path.partition(".")
-        elsewhere = [p.section for p in spec.PARAMS if p.name == name and p.section != section]
-        if elsewhere and section in BACKENDS:
-            raise UnknownNameError(
-                f"{path} is not a {section} setting: {name!r} belongs to "
-                f"{', '.join(elsewhere)}. The {section} backend does not take it; "
-                f"use {' or '.join(e + '.' + name for e in elsewhere)} with that backend."
-            ) from None
-        raise
-
-
-def _warn_alias(alias: str, path: str) -> None:
-    warnings.warn(
-        f"{alias!r} is the old name of {path!r}; it was loaded as {path!r}. Use the new name.",
-        AliasWarning,
-        stacklevel=4,
-    )
-
-
-class ExperimentConfig(_ExperimentFields):  # type: ignore[misc, valid-type]
+class ExperimentConfig(_ExperimentFields):
     """A whole experiment: experiment-level fields, the decoder, one backend and the method.
 
     Parameters
@@ -467,7 +197,7 @@ class ExperimentConfig(_ExperimentFields):  # type: ignore[misc, valid-type]
         """Value at ``section.name`` (``experiment.`` may be omitted for top-level fields)."""
         if "." not in path:
             path = f"experiment.{path}"
-        path, _ = _resolve(path)
+        path, _ = resolve_path(path)
         return self._get_or_missing(path)
 
     @property
@@ -531,7 +261,7 @@ class ExperimentConfig(_ExperimentFields):  # type: ignore[misc, valid-type]
                 value = getattr(obj, name)
                 if value is None or value is False:
                     continue
-                problem = _tier_problem(row, value, cc)
+                problem = tier_problem_of(row, value, cc)
                 if problem:
                     out[f"{row.path}={value}"] = f"{problem}; {problem_fix(row, value)}"
         return out
@@ -565,14 +295,14 @@ class ExperimentConfig(_ExperimentFields):  # type: ignore[misc, valid-type]
         """
         items = self._flatten({**(values or {}), **kw})
         self._check_backend_support(items)
-        _apply_atomically(self._objects(), items, root=self)
+        apply_atomically(self._objects(), items, root=self)
 
     def _check_backend_support(self, items: list[tuple[Section, str, Any]]) -> None:
         """Refuse decoder fields the backend (as it will be after ``items``) does not take."""
         backend = next((v for o, n, v in items if o is self and n == "backend"), self.backend)
         for obj, name, value in items:
             if obj is self.decoder and value is not None and name in obj._rows:
-                problem = _unsupported(obj._rows[name], backend)
+                problem = unsupported(obj._rows[name], backend)
                 if problem:
                     raise InvalidValue(problem)
 
@@ -585,14 +315,14 @@ class ExperimentConfig(_ExperimentFields):  # type: ignore[misc, valid-type]
         items: list[tuple[Section, str, Any]] = []
         for key, value in values.items():
             if not isinstance(key, str):
-                raise InvalidValue(f"config keys must be strings, not {_describe(key)}")
+                raise InvalidValue(f"config keys must be strings, not {describe(key)}")
             if key in _SECTION_CLASSES:
                 if isinstance(value, Section):
                     value = value.explicit() or value.to_dict(only_set=True)
                 if value is None:
                     continue
                 if not isinstance(value, Mapping):
-                    raise InvalidValue(f"section {key!r} must be a mapping of fields, not {_describe(value)}")
+                    raise InvalidValue(f"section {key!r} must be a mapping of fields, not {describe(value)}")
                 if given is not None and value:
                     given.add(key)
                 for k, v in value.items():
@@ -610,9 +340,9 @@ class ExperimentConfig(_ExperimentFields):  # type: ignore[misc, valid-type]
             if path in ("vllm.load_in_4bit", "vllm.load_in_8bit"):
                 rule = next(r for r in RULES if r.check == "vllm_bnb_flags")
                 raise InvalidValue(f"{path} refused: " + Violation(rule, f"{path} given").message)
-            canonical, alias = _resolve(path)
+            canonical, alias = resolve_path(path)
             if alias:
-                _warn_alias(alias, canonical)
+                warn_alias(alias, canonical)
                 self.notes = [*self.notes, f"{alias!r} loaded as {canonical!r} (old name)"]
             section, _, name = canonical.partition(".")
             items.append((self._section_obj(section), name, value))
@@ -632,7 +362,7 @@ class ExperimentConfig(_ExperimentFields):  # type: ignore[misc, valid-type]
                 if found:
                     raise InvalidValue(found[0].message)
             self._check_backend_support(items)
-            _apply_atomically(self._objects(), items, root=self)
+            apply_atomically(self._objects(), items, root=self)
         finally:
             self._ctx = {}
 
@@ -641,7 +371,7 @@ class ExperimentConfig(_ExperimentFields):  # type: ignore[misc, valid-type]
     def from_dict(cls, data: Mapping[str, Any]) -> ExperimentConfig:
         """Build a config from nested or dotted keys; unknown keys are refused with a suggestion."""
         if not isinstance(data, Mapping):
-            raise ConfigError(f"a config must be a mapping, not {_describe(data)}")
+            raise ConfigError(f"a config must be a mapping, not {describe(data)}")
         data = dict(data)
         notes = data.pop("notes", None)
         cfg = cls()
@@ -779,55 +509,6 @@ class ExperimentConfig(_ExperimentFields):  # type: ignore[misc, valid-type]
 
     __hash__ = None  # type: ignore[assignment]
 
-
-def _apply_atomically(
-    objects: list[Section], items: list[tuple[Section, str, Any]], root: ExperimentConfig | None = None
-) -> None:
-    """Set ``items`` with every object's notifications held; on error restore all of them."""
-    snapshot = [(o, dict(o._trait_values), set(o._explicit)) for o in objects]
-    notes = list(root.notes) if root is not None else None
-    try:
-        with contextlib.ExitStack() as stack:
-            if root is not None:
-                stack.enter_context(_rules_suspended(root))
-            for o in objects:
-                stack.enter_context(o.hold_trait_notifications())
-            for obj, name, value in items:
-                if name not in obj._rows:
-                    _resolve(f"{obj._section}.{name}")  # raises with a suggestion
-                setattr(obj, name, value)
-        # all values in place: check every rule once
-        if root is not None:
-            root._check_after_update({f"{o._section}.{n}" for o, n, _ in items})
-    except Exception as e:
-        changed = []
-        for o, values, explicit in snapshot:
-            now = dict(o._trait_values)
-            o._trait_values.clear()
-            o._trait_values.update(values)
-            o._explicit = explicit
-            # a trait never read before has no stored value: it falls back to its default
-            changed += [(o, k, v, getattr(o, k)) for k, v in now.items() if getattr(o, k) is not v]
-        # observers (a linked form...) saw the refused values: tell them about the rollback
-        for o, name, refused, old in changed:
-            o._notify_trait(name, refused, old)
-        if root is not None and notes is not None:
-            root._trait_values["notes"] = notes
-        if isinstance(e, ConfigError):
-            raise
-        if isinstance(e, TraitError):
-            raise InvalidValue(str(e)) from None
-        raise
-
-
-@contextlib.contextmanager
-def _rules_suspended(root: ExperimentConfig) -> Iterator[None]:
-    previous = root._suspend_rules
-    root._suspend_rules = True
-    try:
-        yield
-    finally:
-        root._suspend_rules = previous
 
 
 __all__ = [

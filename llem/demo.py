@@ -97,7 +97,7 @@ def run_demo(model: str = "smollm2-135m", out: str | Path = DEFAULT_OUT, repeats
     """Run the quickstart on ``model`` and write ``out/report.html``; return its path."""
     from llem.config import ExperimentConfig
     from llem.report import export
-    from llem.run import run as run_experiment
+    from llem.runner import run as run_experiment
 
     out = Path(out)
     values = {**QUICKSTART, "model": model, "output_dir": str(out / "results")}

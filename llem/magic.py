@@ -402,7 +402,7 @@ class LlemMagics(Magics):
 
         try:
             with _library_bars_hidden(self.quiet_libraries):
-                result = llem.run(cfg, progress=view.progress if view else None,  # type: ignore[operator]
+                result = llem.run(cfg, progress=view.progress if view else None,
                                   on_sample=view.on_sample if view else None)
         except RunInterrupted as e:
             if view is not None:

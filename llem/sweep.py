@@ -572,7 +572,7 @@ _REUSE = {"pytorch": (_pytorch_base, _reconfigure_pytorch)}
 class KeptBackend:
     """A backend that stays loaded across runs whose load-time settings agree.
 
-    Passed to :func:`llem.run.run` as ``backend=``; the runner calls :meth:`load` for
+    Passed to :func:`llem.run` as ``backend=``; the runner calls :meth:`load` for
     every run. The first call (or one whose :func:`load_key` differs) loads the model;
     a later call with the same load key only applies the decode-time settings: through
     the backend's own ``reconfigure(config) -> LoadInfo`` when it has one, through a
@@ -613,7 +613,7 @@ class KeptBackend:
                         f"{time.perf_counter() - t0:.3f} s.")
                 return dataclasses.replace(info, notes=(*info.notes, note))
         self.release()
-        from llem.run import get_backend_class
+        from llem.runner import get_backend_class
 
         inner = get_backend_class(cfg.backend)()
         info = inner.load(cfg)
@@ -1026,7 +1026,7 @@ class LocalExecutor:
     def execute(self, runs: Sequence[PlannedRun], driver: _Driver, study: Study,
                 prompts: Any) -> None:
         """Run ``runs`` in order, handing results and failures to ``driver``."""
-        from llem.run import run as run_one
+        from llem.runner import run as run_one
 
         previous = False
         try:
@@ -1104,7 +1104,7 @@ def _ray_trial(payload: dict[str, Any], run_fn: Callable[..., Any] | None = None
 
         cfg = ExperimentConfig.from_dict(payload["config"])
         if run_fn is None:
-            from llem.run import run as default_run
+            from llem.runner import run as default_run
 
             run_fn = default_run
         result = run_fn(cfg, payload.get("prompts"))
@@ -1583,7 +1583,7 @@ def _one(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     try:
         from llem.config import ExperimentConfig
-        from llem.run import run
+        from llem.runner import run
 
         cfg = ExperimentConfig.load(args.one)
         prompts = (json.loads(Path(args.prompts).read_text(encoding="utf-8"))

@@ -12,7 +12,7 @@ import llem  # noqa: E402
 from llem.config import ExperimentConfig  # noqa: E402
 from llem.errors import ConfigError, ModelNotFoundError, RunInterrupted  # noqa: E402
 from llem.results import Result  # noqa: E402
-from llem.run import make_batches  # noqa: E402
+from llem.runner import make_batches  # noqa: E402
 
 
 def config(**fields):
@@ -239,7 +239,7 @@ def test_baseline_gives_dynamic_energy():
 
 
 def test_noisy_baseline_is_noted():
-    from llem.run import _check_baseline
+    from llem.runner import _check_baseline
 
     class M:
         baseline_power_w, baseline_spread_w = 10.0, 5.0
@@ -262,7 +262,7 @@ def test_assisted_generation_forces_batches_of_one():
 def test_engine_without_batch_size_gets_every_prompt_at_once():
     from types import SimpleNamespace
 
-    from llem.run import _plan
+    from llem.runner import _plan
 
     class Engine:
         name = "vllm"
@@ -273,8 +273,8 @@ def test_engine_without_batch_size_gets_every_prompt_at_once():
         def generate(self, prompts, on_phase=None, *, seed=None):
             raise AssertionError("not called")
 
-    cfg = SimpleNamespace(backend="vllm", max_input_tokens=512, vllm=SimpleNamespace(max_num_seqs=None),
-                          decoder=SimpleNamespace(max_new_tokens=8, seed=1))
+    cfg = ExperimentConfig.from_dict({"backend": "vllm", "max_input_tokens": 512,
+                                      "decoder": {"max_new_tokens": 8, "seed": 1}})
     prompts = llem.prompts.load_prompts("code", 5)
     notes = []
     plan = _plan(cfg, prompts, Engine(), SimpleNamespace(max_context_tokens=4096), {}, {}, notes)
@@ -316,7 +316,7 @@ def test_smollm2_writes_english():
 def test_backend_lookup():
     from llem.backends.pytorch import PyTorchBackend
     from llem.errors import UnknownNameError
-    from llem.run import backend_names, get_backend_class
+    from llem.runner import backend_names, get_backend_class
 
     assert get_backend_class("pytorch") is PyTorchBackend
     assert {"pytorch", "vllm", "tensorrt"} <= set(backend_names())
@@ -324,8 +324,59 @@ def test_backend_lookup():
         get_backend_class("pytorh")
 
 
-def test_llem_run_is_callable_after_importing_the_module():
-    import llem.run as module
+def test_llem_run_is_the_runner_function_not_a_module():
+    import types
 
-    assert callable(llem.run) and callable(module)
-    assert module.run.__name__ == "run"
+    import llem.runner as module
+
+    assert llem.run is module.run and isinstance(llem.run, types.FunctionType)
+    assert module.run.__name__ == "run" and module.__name__ == "llem.runner"
+
+
+def test_run_refuses_a_stand_in_config():
+    from types import SimpleNamespace
+
+    with pytest.raises(ConfigError, match="needs an ExperimentConfig"):
+        llem.run(SimpleNamespace(backend="pytorch"))
+
+
+# ------------------------------------------------------------------ skip rules at run time
+def test_skip_rules_fire_at_run_time_from_the_machine():
+    """num_processes=2 on a machine without 2 GPUs: the table's rule, not the backend's wording."""
+    r = llem.run(config(**{"pytorch.num_processes": 2, "num_prompts": 1}))
+    why = r.skipped["pytorch.num_processes"]
+    assert why.startswith("more than one process") and "[rule multi-process-needs-gpus]" in why
+    assert "2 devices" not in why
+    assert r.environment["facts"]["gpu_count"] == 0
+
+
+def test_a_missing_package_skips_its_setting_and_the_backend_never_sees_it():
+    from llem.machine import Machine, use_machine
+
+    fake = Machine.fake(gpus=[("NVIDIA A100", 8.0)], packages={"flash_attn": False, "torch": True})
+    with use_machine(fake):
+        r = llem.run(config(**{"pytorch.attn_implementation": "flash_attention_2", "num_prompts": 1}))
+    why = r.skipped["pytorch.attn_implementation"]
+    assert "[rule flash-attention-2-needs-package]" in why and "flash-attn" in why
+    # the load ran without it: transformers' own default attention was used
+    assert r.effective_config.get("pytorch.attn_implementation") != "flash_attention_2"
+
+
+def test_prompt_lookup_without_overlap_is_skipped_from_the_outputs():
+    r = llem.run(config(**{"pytorch.prompt_lookup_num_tokens": 2, "num_prompts": 2,
+                           "decoder.max_new_tokens": 12}))
+    assert r.environment["facts"]["prompt_overlap"] is False  # random weights copy nothing
+    assert "[rule prompt-lookup-needs-overlap]" in r.skipped["pytorch.prompt_lookup_num_tokens"]
+
+
+def test_prompt_overlap_counts_copied_word_ngrams():
+    from llem.results import RequestRecord
+    from llem.runner import prompt_overlap
+
+    def req(prompt, text):
+        return RequestRecord(prompt_id="p", prompt=prompt, text=text, input_tokens=1, output_tokens=1,
+                             batch=0, batch_start_s=0.0)
+
+    assert prompt_overlap([req("the cat sat on the mat today", "the cat sat on the mat")]) is True
+    assert prompt_overlap([req("the cat sat on the mat", "dogs run fast in parks")]) is False
+    assert prompt_overlap([req("anything", "two words")]) is None

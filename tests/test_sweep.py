@@ -216,7 +216,7 @@ def test_a_reused_model_gives_the_same_settings_as_a_fresh_load(tmp_path):
     res = llem.sweep(base(), grid, results_dir=tmp_path, progress=False)
     assert res.loads == 1
     last = res.results[-1]
-    from llem.run import run as run_one
+    from llem.runner import run as run_one
 
     fresh = run_one(last.config)
     assert dict(last.effective_config) == dict(fresh.effective_config)
@@ -493,7 +493,7 @@ def test_ray_executor_retries_a_trial_whose_worker_died(tmp_path, local_ray):
         if not Path(marker).exists():
             Path(marker).write_text(str(os.getpid()))
             os._exit(1)
-        from llem.run import run
+        from llem.runner import run
 
         return run(config, prompts)
 

@@ -114,6 +114,7 @@ class LoadInfo:
     max_batch_size: int | None = None
     notes: tuple[str, ...] = ()
     model_path: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 #: Called by a backend during generation: ``on_phase("prefill" | "decode")``.

@@ -151,6 +151,7 @@ class PyTorchBackend:
     name = "pytorch"
 
     def __init__(self) -> None:
+        self._facts: dict[str, Any] = {}
         self.model: Any = None
         self.tokenizer: Any = None
         self.assistant_model: Any = None
@@ -197,6 +198,7 @@ class PyTorchBackend:
         effective: dict[str, Any] = {}
         skipped: dict[str, str] = {}
         notes: list[str] = []
+        self._facts = {"compile_failed": False}
         spec = resolve_model(_get(config, "model") or "tiny-random-llama")
         cuda = torch.cuda.is_available()
 
@@ -390,6 +392,8 @@ class PyTorchBackend:
             else None,
             notes=tuple(notes),
             model_path=spec.id_or_path if spec.is_local else None,
+            facts={**self._facts,
+                   "model_prequantized": getattr(model.config, "quantization_config", None) is not None},
         )
         return self.info
 
@@ -466,6 +470,7 @@ class PyTorchBackend:
             self._eager_forward = self.model.forward
             self.model.forward = torch.compile(self.model.forward, **kw)
         except Exception as exc:  # noqa: BLE001 - compile failure is non-fatal by design
+            self._facts["compile_failed"] = True
             skipped["pytorch.torch_compile"] = f"torch.compile failed, ran eager: {_first_line(exc)}"
             effective["pytorch.torch_compile"] = False
             return False
@@ -485,6 +490,7 @@ class PyTorchBackend:
         except Exception as exc:  # noqa: BLE001
             self.model.forward = self._eager_forward
             torch._dynamo.reset()
+            self._facts["compile_failed"] = True
             skipped["pytorch.torch_compile"] = (
                 f"torch.compile failed on the first call, ran eager: {type(exc).__name__}: {_first_line(exc)}"
             )

@@ -21,6 +21,19 @@ SECTIONS = (
     "dataset",
 )
 
+#: Each section's config class: its name and one line on what it holds.
+SECTION_CLASSES: dict[str, tuple[str, str]] = {
+    "experiment": ("_ExperimentFields", "Experiment-level fields."),
+    "decoder": ("DecoderConfig", "Sampling / decoding settings, shared by backends."),
+    "pytorch": ("PyTorchConfig", "Hugging Face transformers backend settings."),
+    "vllm": ("VLLMConfig", "vLLM engine settings."),
+    "tensorrt": ("TensorRTConfig", "TensorRT-LLM engine settings."),
+    "warmup": ("WarmupConfig", "Warmup passes and the thermal floor."),
+    "baseline": ("BaselineConfig", "Idle power baseline."),
+    "study": ("StudyConfig", "Cycles and order of a study (sweep)."),
+    "dataset": ("DatasetConfig", "Synthetic prompts and prompt order."),
+}
+
 #: Backends llem ships, in display order.
 BACKENDS = ("pytorch", "vllm", "tensorrt")
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import html
+import textwrap
 from typing import Any
 
 from llem.spec.capabilities import CAPABILITIES
 from llem.spec.model import BACKENDS, SECTIONS, Capability, Gate
 from llem.spec.params import PRESETS, PROFILES
-from llem.spec.queries import aliases, capability, gate_for, params, tier_problem
-from llem.spec.rules import RULES
+from llem.spec.queries import aliases, capability, gate_for, gpu_gates, params, tier_problem
+from llem.spec.rules import MISSING, RULES, evaluate
 from llem.spec.tiers import TIERS, tier_for
 
 _MARK = {"yes": "yes", "no": "no", "partial": "partial", "not here": "not here"}
@@ -45,7 +46,44 @@ def capability_at(cap: Capability | str, backend: str, cc: float | None) -> tupl
         problem = tier_problem(gate, cc)
         if problem:
             return NOT_HERE, f"{gate.reason or problem} ({problem})" if gate.reason else problem
+    if settings:
+        skipped = _skipped_at(settings, cc)
+        if skipped:
+            return NOT_HERE, skipped
     return support.level, support.note
+
+
+def tier_facts(cc: float | None) -> dict[str, Any]:
+    """The ``env`` facts of a machine of the tier ``cc`` as the matrix assumes it.
+
+    A node of that tier with enough GPUs (8; none on a CPU), every package the table names
+    installed, a checkpoint that fits the setting, and nothing failing: what stays is what
+    the tier itself cannot run.
+    """
+    packages = {g.package: True for _, g in gpu_gates() if g.package}
+    packages.update({c.path.removeprefix("env.packages."): True for r in RULES for c in r.when
+                     if c.path.startswith("env.packages.")})
+    return {"cc": cc, "gpu_count": 0 if cc is None else 8, "cuda": cc is not None,
+            "packages": packages, "compile_failed": False, "model_prequantized": True,
+            "prompt_overlap": True}
+
+
+def _skipped_at(settings: dict[str, Any], cc: float | None) -> str:
+    """Why a skip rule would drop one of ``settings`` on the tier ``cc`` ("" if none would)."""
+    facts = tier_facts(cc)
+
+    def get(path: str) -> Any:
+        if path.startswith("env."):
+            key = path[4:]
+            if key.startswith("packages."):
+                return facts["packages"].get(key[9:], MISSING)
+            return facts.get(key, MISSING)
+        return settings.get(path)
+
+    for v in evaluate(get, severity="skip"):
+        if set(v.rule.skip) & set(settings):
+            return v.message
+    return ""
 
 
 def capability_matrix_rows(
@@ -228,8 +266,51 @@ def _bounds(p: Any) -> str:
 __all__ = [
     "NOT_HERE",
     "capability_at",
+    "tier_facts",
     "capability_matrix_html",
     "capability_matrix_markdown",
     "capability_matrix_rows",
     "reference_markdown",
 ]
+
+
+_PY_TYPES = {"int": "int", "float": "float", "bool": "bool", "str": "str", "dict": "dict[str, Any]",
+             "list": "list[Any]", "str_or_list": "str | list[str]"}
+
+
+def _py_type(p: Any) -> str:
+    if p.type == "enum":
+        kinds = {type(c).__name__ for c in p.choices or ()}
+        base = kinds.pop() if len(kinds) == 1 else "Any"
+    else:
+        base = _PY_TYPES.get(p.type, "Any")
+    return f"{base} | None" if p.allow_none and base != "Any" else base
+
+
+def config_types_module() -> str:
+    """The text of ``llem/_config_types.py``: every section's fields with their Python types.
+
+    Type checkers and editors read it (``cfg.pytorch.batch_size`` completes and is an
+    ``int``); at run time the same classes are built from the rows by
+    :func:`llem.sections.make_section`.
+    """
+    from llem.spec.model import SECTION_CLASSES
+
+    out = ['"""Typed fields of the config sections, for type checkers and editors.', "",
+           "Generated from llem/spec by ``python -m llem.spec types > llem/_config_types.py``: do",
+           "not edit (a test fails when it is stale). At run time :mod:`llem.config` builds the same",
+           "classes from the rows with :func:`llem.sections.make_section`.", '"""', "",
+           "from __future__ import annotations", "", "from typing import Any", "",
+           "from llem.sections import Section", ""]
+    for section in SECTIONS:
+        cls_name, doc = SECTION_CLASSES[section]
+        out += ["", f"class {cls_name}(Section):", f'    """{doc}"""', ""]
+        for p in params(section):
+            out.append(f"    {p.name}: {_py_type(p)}")
+            help_text = p.help.replace("\\", "\\\\").replace('"""', "'''")
+            lines = textwrap.wrap(help_text, 96)
+            if len(lines) == 1:
+                out.append(f'    """{help_text}"""')
+            else:
+                out += [f'    """{lines[0]}', *(f"    {line}" for line in lines[1:]), '    """']
+    return "\n".join(out)

@@ -119,7 +119,7 @@ RULES: tuple[Rule, ...] = (
                C("baseline.seconds", "lt", 5.0))),
     # --- skip conditions: ignored (with a note), not refused -----------------------------------
     Rule("sampling-params-greedy", "skip",
-         reason="do_sample is False, so sampling parameters have no effect",
+         reason="do_sample is False (greedy decoding), so sampling parameters have no effect",
          fix="set decoder.do_sample=True to use them",
          when=(C("decoder.do_sample", "false"),), skip=_SAMPLING),
     Rule("beam-params-single-beam", "skip",

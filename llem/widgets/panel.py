@@ -256,7 +256,7 @@ class ConfigPanel(_w.VBox):  # type: ignore[misc, name-defined]
         if self._runner is not None:
             runner = self._runner
         else:
-            from llem.run import run as runner
+            from llem.runner import run as runner
         view = RunView(title=f"{self.config.model} on {self.config.backend}")
         self.live.children = (view,)
         self.run_button.disabled = True

@@ -27,132 +27,59 @@ model and raises :class:`~llem.errors.RunInterrupted` whose ``partial`` is the
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
-import platform
+import re
 import statistics
-import sys
 import threading
 import time
-import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any
 
+from llem import plugins, spec
+from llem.config import ExperimentConfig
+from llem.energy.window import measure
 from llem.errors import ConfigError, RunInterrupted, unknown_name
+from llem.machine import Machine, get_machine
 from llem.prompts import Prompt, load_prompts, synthetic_prompts
 from llem.results import RequestRecord, Result, RunMeasurement, _plain, now_iso
 
-#: Built-in backends, used when the entry points are not installed (a source checkout).
-BUILTIN_BACKENDS = {
-    "pytorch": "llem.backends.pytorch:PyTorchBackend",
-    "vllm": "llem.backends.vllm:VLLMBackend",
-    "tensorrt": "llem.backends.tensorrt:TensorRTBackend",
-}
+#: Batching strategies the runner knows (the choices of ``pytorch.batching_strategy``).
+STRATEGIES: tuple[str, ...] = tuple(spec.param("pytorch.batching_strategy").choices or ())
 
-#: Batching strategies the runner knows.
-STRATEGIES = ("static", "sorted_static", "dynamic", "sorted_dynamic")
-
-#: Token budget of a dynamic batch when ``max_tokens_per_batch`` is unset (llem's choice).
-DEFAULT_MAX_TOKENS_PER_BATCH = 4096
+#: Token budget of a dynamic batch when ``max_tokens_per_batch`` is unset (the row's default).
+DEFAULT_MAX_TOKENS_PER_BATCH: int = spec.param("pytorch.max_tokens_per_batch").library_default["pytorch"]
 
 ProgressCallback = Callable[[str, int, int], None]
 
 
 # ------------------------------------------------------------------- backends
 def backend_names() -> list[str]:
-    """Names of the backends that can be asked for."""
-    names = set(BUILTIN_BACKENDS)
-    try:
-        names.update(ep.name for ep in entry_points(group="llem.backends"))
-    except Exception:  # noqa: BLE001 - broken metadata must not hide the built-ins
-        pass
-    return sorted(names)
+    """Names of the backends that can be asked for (:func:`llem.plugins.names`)."""
+    return plugins.names("backend")
 
 
 def get_backend_class(name: str) -> type:
-    """The class of backend ``name``: entry point first, then the built-in table."""
-    target = None
-    try:
-        for ep in entry_points(group="llem.backends"):
-            if ep.name == name:
-                target = ep.value
-                break
-    except Exception:  # noqa: BLE001
-        target = None
-    target = target or BUILTIN_BACKENDS.get(name)
-    if target is None:
-        raise unknown_name("backend", name, backend_names())
-    module, _, attr = target.partition(":")
-    cls = getattr(importlib.import_module(module), attr)
-    missing = [m for m in ("load", "generate", "count_tokens", "release") if not hasattr(cls, m)]
-    if missing:
-        raise TypeError(f"Backend {name!r} ({target}) lacks {', '.join(missing)}.")
-    return cls
+    """The class of backend ``name`` (:func:`llem.plugins.get`)."""
+    return plugins.get("backend", name)
 
 
 # --------------------------------------------------------------------- config
-def _as_config(config: Any) -> Any:
+def as_config(config: Any) -> ExperimentConfig:
+    """An :class:`ExperimentConfig` from a config, a dict, a YAML/JSON path, or None (defaults)."""
     if config is None:
-        from llem.config import ExperimentConfig
-
         return ExperimentConfig()
+    if isinstance(config, ExperimentConfig):
+        return config
     if isinstance(config, (str, os.PathLike)):
-        from llem.config import ExperimentConfig
-
         return ExperimentConfig.load(os.fspath(config))
     if isinstance(config, dict):
-        from llem.config import ExperimentConfig
-
         return ExperimentConfig.from_dict(config)
-    return config
-
-
-def _get(cfg: Any, path: str, default: Any = None) -> Any:
-    """``cfg.get("section.field")`` for a real config, attribute access for stand-ins."""
-    section, _, name = path.partition(".")
-    obj = cfg if section == "experiment" else getattr(cfg, section, None)
-    value = getattr(obj, name, None) if obj is not None else None
-    return default if value is None else value
-
-
-def _method(cfg: Any) -> dict[str, Any]:
-    resolved = getattr(cfg, "resolved_method", None)
-    if callable(resolved):
-        return dict(resolved())
-    profile = _get(cfg, "experiment.profile", "quick")
-    runs = 5 if profile == "publication" else 1
-    floor = 60.0 if profile == "publication" else 0.0
-    return {
-        "warmup.runs": _get(cfg, "warmup.runs", runs),
-        "warmup.adaptive": _get(cfg, "warmup.adaptive"),
-        "warmup.cv_threshold": _get(cfg, "warmup.cv_threshold", 0.05),
-        "warmup.window": _get(cfg, "warmup.window", 5),
-        "warmup.max_runs": _get(cfg, "warmup.max_runs", 20),
-        "warmup.thermal_floor_s": _get(cfg, "warmup.thermal_floor_s", floor),
-    }
-
-
-def _config_dict(cfg: Any) -> dict[str, Any]:
-    to_dict = getattr(cfg, "to_dict", None)
-    if callable(to_dict):
-        return _plain(to_dict())
-    out: dict[str, Any] = {}
-    for k, v in vars(cfg).items():
-        out[k] = _plain(vars(v)) if hasattr(v, "__dict__") else _plain(v)
-    return out
-
-
-def _config_hash(cfg: Any, as_dict: dict[str, Any]) -> str:
-    fn = getattr(cfg, "config_hash", None)
-    if callable(fn):
-        return str(fn())
-    import hashlib
-    import json
-
-    return hashlib.sha256(json.dumps(as_dict, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    raise ConfigError(
+        f"llem.run needs an ExperimentConfig, a dict or a config file path, not "
+        f"{type(config).__name__}. Fix: build one with llem.ExperimentConfig(...)."
+    )
 
 
 # -------------------------------------------------------------------- batches
@@ -256,63 +183,44 @@ class _MemorySampler:
 
 
 # --------------------------------------------------------------- environment
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def environment(info: Any, backend: Any, meas: Any = None, config_hash: str = "",
+                machine: Machine | None = None) -> dict[str, Any]:
+    """Versions, hardware, tier and meter of this run, as a JSON-safe dict.
 
+    The hardware comes from :func:`llem.machine.get_machine` (NVML; CUDA is not touched).
+    """
+    import platform
+    import sys
 
-def environment(info: Any, backend: Any, meas: Any = None, config_hash: str = "") -> dict[str, Any]:
-    """Versions, hardware, tier and meter of this run, as a JSON-safe dict."""
     from llem import __version__
 
+    m = machine or get_machine()
+    device = str(getattr(info, "device", None) or "cpu")
+    on_gpu = device.startswith("cuda") and bool(m.gpus)
     env: dict[str, Any] = {
         "llem": __version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
-        "cpu_count": os.cpu_count(),
+        "cpu": m.cpu.model,
+        "cpu_count": m.cpu.threads,
         "backend": getattr(backend, "name", type(backend).__name__),
         "device": getattr(info, "device", None),
         "config_hash": config_hash,
     }
     env.update({f"{k}_version": v for k, v in (getattr(info, "versions", {}) or {}).items()})
-    cc = None
-    try:
-        import sys
-
+    if m.gpus:
+        env["gpu"] = m.gpus[0].name
+        env["gpu_count"] = m.gpu_count
+        env["compute_capability"] = f"{m.cc:.1f}"
+        env["driver"] = m.driver
         torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_available():
-            idx = torch.cuda.current_device()
-            major, minor = torch.cuda.get_device_capability(idx)
-            cc = major + minor / 10
-            env["gpu"] = torch.cuda.get_device_name(idx)
-            env["gpu_count"] = torch.cuda.device_count()
-            env["cuda"] = torch.version.cuda
-            env["compute_capability"] = f"{major}.{minor}"
-            try:
-                import pynvml
-
-                pynvml.nvmlInit()
-                drv = pynvml.nvmlSystemGetDriverVersion()
-                env["driver"] = drv.decode() if isinstance(drv, bytes) else drv
-            except Exception:  # noqa: BLE001
-                pass
-        else:
-            env["gpu"] = None
-    except Exception:  # noqa: BLE001
-        pass
-    try:
-        from llem.spec.tiers import tier_for
-
-        env["tier"] = tier_for(cc).name
-    except Exception:  # noqa: BLE001
-        env["tier"] = "cpu" if cc is None else f"cc {cc:.1f}"
+        cuda = getattr(getattr(torch, "version", None), "cuda", None)
+        if cuda:
+            env["cuda"] = cuda
+    else:
+        env["gpu"] = None
+    env["tier"] = m.tier.name if on_gpu else "cpu"
+    env["machine"] = m.to_dict()
     if meas is not None:
         env["meter"] = getattr(meas, "meter", "") or ""
         env["energy_method"] = getattr(meas, "method", "")
@@ -349,39 +257,36 @@ def _accepts(fn: Callable[..., Any]) -> set[str]:
     return set(params)
 
 
-def _resolve_prompts(cfg: Any, prompts: Any, backend: Any, seed: int | None,
+def _resolve_prompts(cfg: ExperimentConfig, prompts: Any, backend: Any,
                      notes: list[str], effective: dict[str, Any]) -> list[Prompt]:
-    source = prompts if prompts is not None else _get(cfg, "experiment.prompts", "qa-short")
-    n = _get(cfg, "experiment.num_prompts")
-    order = _get(cfg, "dataset.order", "interleaved")
-    synthetic = bool(_get(cfg, "dataset.synthetic")) or source == "synthetic"
-    if synthetic and prompts is None or source == "synthetic":
+    source = prompts if prompts is not None else cfg.prompts
+    seed = int(effective.get("decoder.seed", cfg.decoder.seed))
+    if source == "synthetic":
         tok = getattr(backend, "tokenizer", None)
         if tok is None:
             raise ConfigError(
                 f"Synthetic prompts need the model's tokenizer; the {backend.name!r} backend "
                 "does not expose one. Use a prompt set instead."
             )
-        count = n or _get(cfg, "dataset.count", 8)
-        input_len = _get(cfg, "dataset.input_len", 512)
-        output_len = _get(cfg, "dataset.output_len", 128)
-        dseed = _get(cfg, "dataset.seed", seed if seed is not None else 42)
-        out = synthetic_prompts(tok, count=count, input_len=input_len, output_len=output_len,
-                                seed=dseed, count_tokens=backend.count_tokens)
-        effective.update({"dataset.count": count, "dataset.input_len": input_len,
-                          "dataset.output_len": output_len, "dataset.seed": dseed})
-        notes.append(f"{count} synthetic prompts of exactly {input_len} tokens, each generating "
-                     f"exactly {output_len} tokens (min_new_tokens = max_new_tokens).")
+        ds = cfg.dataset
+        count = cfg.num_prompts or ds.count
+        out = synthetic_prompts(tok, count=count, input_len=ds.input_len, output_len=ds.output_len,
+                                seed=seed, count_tokens=backend.count_tokens)
+        effective.update({"dataset.count": count, "dataset.input_len": ds.input_len,
+                          "dataset.output_len": ds.output_len})
+        notes.append(f"{count} synthetic prompts of exactly {ds.input_len} tokens (seed "
+                     f"decoder.seed={seed}), each generating exactly {ds.output_len} tokens "
+                     "(min_new_tokens = max_new_tokens).")
         return out
-    if prompts is not None:
-        n = None  # prompts given to run() are used as given; num_prompts sizes config sources
-    return load_prompts(source, n, order=order, seed=seed if seed is not None else 42)
+    # prompts given to run() are used as given; num_prompts sizes config sources
+    n = None if prompts is not None else cfg.num_prompts
+    return load_prompts(source, n, order=cfg.dataset.order, seed=seed)
 
 
-def _plan(cfg: Any, prompts: list[Prompt], backend: Any, info: Any, effective: dict,
+def _plan(cfg: ExperimentConfig, prompts: list[Prompt], backend: Any, info: Any, effective: dict,
           skipped: dict, notes: list[str]) -> _Plan:
-    max_in = _get(cfg, "experiment.max_input_tokens")
-    max_new = effective.get("decoder.max_new_tokens") or _get(cfg, "decoder.max_new_tokens") or 0
+    max_in = cfg.max_input_tokens
+    max_new = effective.get("decoder.max_new_tokens") or cfg.decoder.max_new_tokens
     ctx = getattr(info, "max_context_tokens", None)
     raw_lengths = [backend.count_tokens(p.text) for p in prompts]
     lengths = []
@@ -406,16 +311,16 @@ def _plan(cfg: Any, prompts: list[Prompt], backend: Any, info: Any, effective: d
         notes.append(f"{n_trunc} prompt(s) longer than max_input_tokens={max_in} were truncated "
                      "(their end was cut).")
 
-    bname = _get(cfg, "experiment.backend", "pytorch")
-    section = cfg.backend_section if hasattr(cfg, "backend_section") else getattr(cfg, bname, None)
-    if section is None or not hasattr(section, "batch_size"):
+    bname = cfg.backend
+    section = cfg.backend_section
+    if section is None or "batch_size" not in section._rows:
         # an engine with its own scheduler (vLLM, TensorRT-LLM): submit every prompt at once
         batches = [list(range(len(prompts)))]
         notes.append(f"The {bname} engine schedules requests itself: all {len(prompts)} prompts "
                      "were submitted together (no runner-side batching).")
     else:
-        strategy = getattr(section, "batching_strategy", None) or "static"
-        batch_size = getattr(section, "batch_size", None) or 1
+        strategy = getattr(section, "batching_strategy", None) or STRATEGIES[0]
+        batch_size = int(cfg.get(f"{bname}.batch_size"))
         budget = getattr(section, "max_tokens_per_batch", None)
         cap = getattr(info, "max_batch_size", None)
         if cap is not None and (batch_size > cap or strategy.endswith("dynamic")):
@@ -437,7 +342,7 @@ def _plan(cfg: Any, prompts: list[Prompt], backend: Any, info: Any, effective: d
     effective["experiment.num_prompts"] = len(prompts)
 
     accepted = _accepts(backend.generate)
-    seed = effective.get("decoder.seed", _get(cfg, "decoder.seed"))
+    seed = effective.get("decoder.seed", cfg.decoder.seed)
     gen_kw = []
     for b, idx in enumerate(batches):
         kw: dict[str, Any] = {}
@@ -519,16 +424,14 @@ def _run_measurement(index: int, state: _RunState, meas: Any, peak_mib: float | 
     )
 
 
-def _window(cfg: Any, baseline: bool = True) -> Any:
+def _window(cfg: ExperimentConfig, baseline: bool = True) -> Any:
     """An energy window for ``cfg`` (with its idle baseline unless ``baseline`` is False)."""
-    from llem.energy.window import measure
-
     return measure(
-        meter=_get(cfg, "experiment.meter", "auto"),
-        interval_s=_get(cfg, "experiment.sampling_interval_s", 0.1),
-        baseline_s=_get(cfg, "baseline.seconds", 0.0) if baseline else 0.0,
-        baseline_cache_ttl_s=_get(cfg, "baseline.cache_ttl_s", 3600.0),
-        grid_intensity_g_per_kwh=_get(cfg, "experiment.grid_intensity_g_per_kwh"),
+        meter=cfg.meter,
+        interval_s=cfg.sampling_interval_s,
+        baseline_s=cfg.baseline.seconds if baseline else 0.0,
+        baseline_cache_ttl_s=cfg.baseline.cache_ttl_s,
+        grid_intensity_g_per_kwh=cfg.grid_intensity_g_per_kwh,
     )
 
 
@@ -575,7 +478,7 @@ class _SampleForwarder:
 
 
 def run(
-    config: Any = None,
+    config: ExperimentConfig | dict[str, Any] | str | os.PathLike[str] | None = None,
     prompts: Any = None,
     *,
     progress: ProgressCallback | None = None,
@@ -588,8 +491,7 @@ def run(
     ----------
     config : ExperimentConfig, dict, path, or None
         The experiment. A dict is read with ``ExperimentConfig.from_dict``, a path with
-        ``ExperimentConfig.load``; None means all defaults (``tiny-random-llama`` on
-        ``qa-short``).
+        ``ExperimentConfig.load``; None means every default of the table.
     prompts : str, path, list, optional
         Overrides ``config.prompts``: a built-in set name, a file, a list of prompt
         strings, or ``"synthetic"`` (see :func:`llem.prompts.load_prompts`).
@@ -601,7 +503,7 @@ def run(
     backend : backend object, optional
         Use this backend instead of making one for ``config.backend``. The runner calls
         its ``load(config)`` as usual but does not release it at the end: the caller owns
-        it (:func:`llem.sweep.sweep` passes one that keeps its model across runs).
+        it (:func:`llem.sweep` passes one that keeps its model across runs).
 
     Returns
     -------
@@ -614,15 +516,13 @@ def run(
     ModelNotFoundError, OutOfMemoryError, ConfigError, MissingDependencyError
         With the fix in the message.
     """
-    cfg = _as_config(config)
+    cfg = as_config(config)
     report = progress or (lambda stage, done, total: None)
     created = now_iso()
-    cfg_dict = _config_dict(cfg)
-    cfg_hash = _config_hash(cfg, cfg_dict)
-    backend_name = _get(cfg, "experiment.backend", "pytorch")
-    model_name = str(_get(cfg, "experiment.model", "tiny-random-llama"))
+    cfg_dict = _plain(cfg.to_dict())
+    cfg_hash = cfg.config_hash()
+    machine = get_machine()
     notes: list[str] = []
-    skipped: dict[str, str] = {}
     effective: dict[str, Any] = {}
     runs: list[RunMeasurement] = []
     warm: dict[str, Any] = {}
@@ -630,25 +530,26 @@ def run(
     info = None
     owns_backend = backend is None  # a backend passed in is the caller's to release
     if backend is None:
-        backend = get_backend_class(backend_name)()
+        backend = get_backend_class(cfg.backend)()
     state: _RunState | None = None
     win_holder: dict[str, Any] = {}
     stage = "load"
 
-    cfg_skipped = getattr(cfg, "skipped", None)
-    if callable(cfg_skipped):
-        try:
-            skipped.update(cfg_skipped())
-        except Exception:  # noqa: BLE001 - rule evaluation must not stop a run
-            pass
+    # skip rules on what the machine has (GPUs, compute capability, packages): the fields
+    # they name are left unset for the load, so the backend never sees them
+    facts = machine.facts()
+    table_skips = cfg.skipped(facts)
+    load_cfg = _without(cfg, table_skips)
+    backend_skips: dict[str, str] = {}
 
     def result(complete: bool) -> Result:
         meas0 = runs[0].measurement if runs else None
-        env = environment(info, backend, meas0, cfg_hash)
+        env = environment(info, backend, meas0, cfg_hash, machine)
+        env["facts"] = _plain(facts)
         return Result(
-            model=model_name, backend=backend_name, runs=tuple(runs), config=cfg_dict,
-            effective_config=_plain(effective), skipped=dict(skipped), environment=_plain(env),
-            complete=complete, notes=tuple(notes),
+            model=cfg.model, backend=cfg.backend, runs=tuple(runs), config=cfg_dict,
+            effective_config=_plain(effective), skipped={**backend_skips, **table_skips},
+            environment=_plain(env), complete=complete, notes=tuple(notes),
             warmup=_plain(warm), config_hash=cfg_hash, created_at=created,
             load_s=getattr(info, "load_s", 0.0) or 0.0,
             num_parameters=getattr(info, "num_parameters", None), thermal=thermal,
@@ -656,22 +557,23 @@ def run(
 
     try:
         report("load", 0, 1)
-        info = backend.load(cfg)
+        info = backend.load(load_cfg)
         report("load", 1, 1)
         effective.update(info.effective)
-        skipped.update(info.skipped)
+        backend_skips.update(info.skipped)
         notes.extend(info.notes)
-        if "decoder.preset" not in effective and _get(cfg, "decoder.preset"):
-            effective["decoder.preset"] = _get(cfg, "decoder.preset")
+        # skip rules on what the load found (a failed compile, a checkpoint's quantization)
+        facts.update(getattr(info, "facts", {}) or {})
+        table_skips.update(cfg.skipped(facts))
+        if "decoder.preset" not in effective and cfg.decoder.preset:
+            effective["decoder.preset"] = cfg.decoder.preset
 
-        seed = effective.get("decoder.seed", _get(cfg, "decoder.seed"))
-        plist = _resolve_prompts(cfg, prompts, backend, seed, notes, effective)
-        plan = _plan(cfg, plist, backend, info, effective, skipped, notes)
-        method = _method(cfg)
-        effective.update({k: v for k, v in method.items()})
-        repeats = int(_get(cfg, "experiment.repeats", 3))
-        effective["experiment.repeats"] = repeats
-        effective["experiment.profile"] = _get(cfg, "experiment.profile", "quick")
+        plist = _resolve_prompts(cfg, prompts, backend, notes, effective)
+        plan = _plan(cfg, plist, backend, info, effective, backend_skips, notes)
+        method = cfg.resolved_method()
+        effective.update(method)
+        effective["experiment.repeats"] = cfg.repeats
+        effective["experiment.profile"] = cfg.profile
 
         # warmup: passes over the first batch, not measured
         stage = "warmup"
@@ -683,11 +585,12 @@ def run(
             stage = "thermal"
             thermal = _thermal_wait(cfg, floor, notes, report)
 
+        repeats = cfg.repeats
         total = repeats * len(plan.batches)
         for r in range(repeats):
             stage = f"run {r + 1}/{repeats}"
             state = _RunState()
-            interval = _get(cfg, "experiment.sampling_interval_s", 0.1)
+            interval = cfg.sampling_interval_s
             mem = _MemorySampler(info.device, interval)
             win = _window(cfg)
             win_holder.clear()
@@ -715,7 +618,12 @@ def run(
                                          info.num_parameters, True))
             state = None
             if r == 0:
-                _check_baseline(m.measurement, _get(cfg, "baseline.max_spread", 0.2), notes)
+                _check_baseline(m.measurement, cfg.baseline.max_spread, notes)
+        # skip rules on what the outputs show (prompt lookup with nothing to copy)
+        facts["prompt_overlap"] = prompt_overlap(runs[-1].requests) if runs else None
+        if facts["prompt_overlap"] is None:
+            del facts["prompt_overlap"]
+        table_skips.update(cfg.skipped(facts))
         report("done", total, total)
     except KeyboardInterrupt:
         if state is not None and state.records:
@@ -733,6 +641,45 @@ def run(
         if owns_backend:
             backend.release()
     return result(True)
+
+
+def _without(cfg: ExperimentConfig, skipped: dict[str, str]) -> ExperimentConfig:
+    """``cfg`` with the fields a skip rule named left unset (the same object when none)."""
+    present = [p for p in skipped if cfg.get(p) not in (None, False)]
+    if not present:
+        return cfg
+    out = cfg.copy()
+    out.update({p: None for p in present if spec.param(p).allow_none})
+    return out
+
+
+#: Output n-grams this long that also stand in the prompt count as copied from it.
+OVERLAP_NGRAM = 3
+
+#: Below this share of copied n-grams, prompt-lookup decoding has nothing to reuse.
+OVERLAP_MIN_SHARE = 0.1
+
+
+def prompt_overlap(requests: Sequence[RequestRecord]) -> bool | None:
+    """Whether the outputs copy word n-grams from their prompts (the ``env.prompt_overlap`` fact).
+
+    True when at least :data:`OVERLAP_MIN_SHARE` of the outputs' word
+    :data:`OVERLAP_NGRAM`-grams also occur in the prompt; None when no output is long
+    enough to tell.
+    """
+    copied = total = 0
+    for req in requests:
+        words = re.findall(r"\w+", req.text.lower())
+        grams = [tuple(words[i:i + OVERLAP_NGRAM]) for i in range(len(words) - OVERLAP_NGRAM + 1)]
+        if not grams:
+            continue
+        p = re.findall(r"\w+", req.prompt.lower())
+        source = {tuple(p[i:i + OVERLAP_NGRAM]) for i in range(len(p) - OVERLAP_NGRAM + 1)}
+        copied += sum(g in source for g in grams)
+        total += len(grams)
+    if not total:
+        return None
+    return copied / total >= OVERLAP_MIN_SHARE
 
 
 def _check_baseline(meas: Any, max_spread: float, notes: list[str]) -> None:
@@ -787,7 +734,7 @@ def _warmup(backend: Any, plan: _Plan, method: dict[str, Any],
             "pass": "first batch, full length"}
 
 
-def _thermal_wait(cfg: Any, seconds: float, notes: list[str], report: ProgressCallback) -> Any:
+def _thermal_wait(cfg: ExperimentConfig, seconds: float, notes: list[str], report: ProgressCallback) -> Any:
     # the wait's own window needs no idle baseline: measuring one would use up the wait
     win = _window(cfg, baseline=False)
     with win as m:
@@ -801,20 +748,5 @@ def _thermal_wait(cfg: Any, seconds: float, notes: list[str], report: ProgressCa
     return m.measurement
 
 
-__all__ = ["BUILTIN_BACKENDS", "STRATEGIES", "backend_names", "environment",
-           "get_backend_class", "make_batches", "run"]
-
-
-class _CallableModule(types.ModuleType):
-    """Make this module callable as :func:`run`.
-
-    The package exports the function ``llem.run``; importing this module (``llem.run``)
-    binds the module to that same attribute of the package. Making the module callable
-    keeps ``llem.run(config)`` working whichever happened first.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Result:
-        return run(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+__all__ = ["DEFAULT_MAX_TOKENS_PER_BATCH", "STRATEGIES", "as_config", "backend_names", "environment",
+           "get_backend_class", "make_batches", "prompt_overlap", "run"]
