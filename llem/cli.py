@@ -2,7 +2,8 @@
 
 ::
 
-    llem run config.yaml [--set pytorch.batch_size=4 ...]   run headless, save the result
+    llem run config.yaml [-m MODEL -n 32 ...] [--set pytorch.batch_size=4 ...]
+                                                           run headless, save the result
     llem sweep sweep.yaml                                  a grid of runs (llem.sweep)
     llem report RESULTS... -o report.html                  HTML / Markdown / JSON / CSV report
     llem matrix                                            the capability matrix
@@ -27,7 +28,8 @@ from typing import Any
 
 import click
 
-from llem.errors import LlemError, RunInterrupted
+from llem.errors import ConfigError, LlemError, RunInterrupted
+from llem.options import OPTIONS, SET_HELP, Option, check_config, config_updates, matrix_backends, parse_sets
 
 #: exit status when a run is interrupted (128 + SIGINT)
 EXIT_INTERRUPTED = 130
@@ -81,32 +83,51 @@ def cli(debug: bool) -> None:
 
 
 # ------------------------------------------------------------------------- helpers
-def parse_sets(items: Sequence[str]) -> dict[str, Any]:
-    """``["a.b=1", "c=x"]`` -> ``{"a.b": 1, "c": "x"}``; values are read as YAML scalars."""
-    import yaml
+class _FieldOption(click.Option):
+    """A click option from the option table; its help is read from the row when asked."""
 
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE (e.g. pytorch.batch_size=4).",
-                                     param_hint="--set")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        out[key] = value
-    return out
+    def __init__(self, *args: Any, field: Option, **kwargs: Any) -> None:
+        self.field = field
+        super().__init__(*args, **kwargs)
+
+    @property  # type: ignore[override]
+    def help(self) -> str:
+        """The row's help (the registered names for a backend or meter: read when shown)."""
+        return self.field.help()
+
+    @help.setter
+    def help(self, value: str | None) -> None:
+        """Help given to click is ignored: it comes from the row."""
 
 
-def _load_config(path: str | None, sets: Sequence[str]) -> Any:
+_CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
+
+
+def _parse_set_option(ctx: click.Context, param: click.Parameter, items: tuple[str, ...]) -> dict[str, Any]:
+    try:
+        return parse_sets(items)
+    except ConfigError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+
+
+def field_options(f: Any) -> Any:
+    """Decorate a command with the option table's options and ``--set`` (a dict of items)."""
+    f = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", callback=_parse_set_option,
+                     help=SET_HELP + " Repeatable.")(f)
+    for opt in reversed(OPTIONS):
+        f = click.option(*opt.flags, opt.dest, cls=_FieldOption, field=opt, type=_CLICK_TYPES[opt.type],
+                         default=None)(f)
+    return f
+
+
+def _load_config(path: str | None, values: dict[str, Any], sets: dict[str, Any]) -> Any:
+    """The config in ``path`` (or the defaults), with the options and ``--set`` items applied."""
     from llem.config import ExperimentConfig
 
     cfg = ExperimentConfig.load(path) if path else ExperimentConfig()
-    values = parse_sets(sets)
-    if values:
-        cfg.update(values)
+    updates = config_updates(values, sets, backend=cfg.backend)
+    if updates:
+        cfg.update(updates)
     return cfg
 
 
@@ -172,18 +193,19 @@ class _Progress:
 # ----------------------------------------------------------------------------- run
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override a setting (repeatable), e.g. --set pytorch.batch_size=4.")
-@click.option("--prompts", default=None, help="Prompts instead of the config's: a set name or a file.")
+@field_options
 @click.option("-o", "--output-dir", type=click.Path(file_okay=False), default=None,
               help="Where the result is saved (default: the config's output_dir).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               help="Also write a report of the result here (.html, .md, .json or .csv).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
-def run(config: str, sets: tuple[str, ...], prompts: str | None, output_dir: str | None,
-        report_path: str | None, quiet: bool) -> None:
-    """Run the experiment in CONFIG (YAML or JSON) headless and save its result."""
-    cfg = _load_config(config, sets)
+def run(config: str, sets: dict[str, Any], output_dir: str | None, report_path: str | None, quiet: bool,
+        **fields: Any) -> None:
+    """Run the experiment in CONFIG (YAML or JSON) headless and save its result.
+
+    The options set single fields on top of CONFIG; --set items apply last.
+    """
+    cfg = _load_config(config, fields, sets)
     cfg.validate()
     for path, why in cfg.skipped().items():
         click.echo(f"note: {path} has no effect: {why}", err=True)
@@ -193,7 +215,7 @@ def run(config: str, sets: tuple[str, ...], prompts: str | None, output_dir: str
         quiet_libraries()
     progress = _Progress(enabled=not quiet)
     try:
-        result = run_experiment(cfg, prompts, progress=progress)
+        result = run_experiment(cfg, progress=progress)
     except RunInterrupted as exc:
         progress.close()
         partial: Any = exc.partial
@@ -287,12 +309,7 @@ def matrix(fmt: str, backends: tuple[str, ...]) -> None:
     """Print the capability matrix: what each backend supports, and what it needs."""
     from llem import spec
 
-    chosen = tuple(backends) or spec.BACKENDS
-    unknown = [b for b in chosen if b not in spec.BACKENDS]
-    if unknown:
-        from llem.errors import unknown_name
-
-        raise unknown_name("backend", unknown[0], spec.BACKENDS)
+    chosen = matrix_backends(backends)
     render = spec.capability_matrix_markdown if fmt == "markdown" else spec.capability_matrix_html
     text = render(chosen)
     click.echo(text.rstrip("\n"))
@@ -306,23 +323,18 @@ def config() -> None:
 
 @config.command("validate")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting first.")
-@click.option("--target", default=None,
-              help="Check against this GPU instead of this machine: 'cpu', '8.0', 'H100'...")
-def config_validate(file: str, sets: tuple[str, ...], target: str | None) -> None:
+@field_options
+def config_validate(file: str, sets: dict[str, Any], **fields: Any) -> None:
     """Check FILE: every value, every rule, and the GPU tier it needs.
 
-    The tier is checked against --target, else the config's target_gpu, else this machine.
+    The tier is checked against --target (the config's target_gpu), else this machine.
     """
-    cfg = _load_config(file, sets)
-    cfg.validate()
-    where = target or cfg.target_gpu or "this machine"
-    try:
-        cfg.check_tier(target)
-    except LlemError as exc:
-        hint = "" if target or cfg.target_gpu else " (use --target to check for another GPU)"
-        raise click.ClickException(one_line(str(exc)) + hint) from None
-    click.echo(f"OK: {file} is a valid {cfg.backend} config for {where}.")
+    cfg = _load_config(file, fields, sets)
+    found = check_config(cfg)
+    if not found.ok:
+        hint = "" if cfg.target_gpu or not found.tier_problem else " (use --target to check for another GPU)"
+        raise click.ClickException(one_line("\n".join(found.messages)) + hint)
+    click.echo(f"OK: {file} is a valid {cfg.backend} config for {cfg.target_gpu or 'this machine'}.")
     for path, why in cfg.skipped().items():
         click.echo(f"note: {path} will have no effect: {why}")
     for note in cfg.notes:
@@ -331,12 +343,12 @@ def config_validate(file: str, sets: tuple[str, ...], target: str | None) -> Non
 
 @config.command("show")
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting first.")
+@field_options
 @click.option("-f", "--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
 @click.option("--only-set", is_flag=True, help="Only the settings given (not every default).")
-def config_show(file: str | None, sets: tuple[str, ...], fmt: str, only_set: bool) -> None:
+def config_show(file: str | None, sets: dict[str, Any], fmt: str, only_set: bool, **fields: Any) -> None:
     """Print FILE's config (or the defaults) with every setting, as YAML or JSON."""
-    cfg = _load_config(file, sets)
+    cfg = _load_config(file, fields, sets)
     text = cfg.to_json(only_set=only_set) if fmt == "json" else cfg.to_yaml(only_set=only_set)
     click.echo(text.rstrip("\n"))
 

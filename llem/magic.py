@@ -1,8 +1,10 @@
 """``%load_ext llem``: the ``%%llem`` cell magic and the ``%llem`` line magic.
 
 The magic is thin: it parses options, builds an :class:`~llem.config.ExperimentConfig`,
-calls :func:`llem.run` and displays what came back. Every mistake a user can make here
-(an invalid option, a value the config refuses, an unknown backend, a missing package)
+calls :func:`llem.run` and displays what came back. Its options that set one field come
+from the option table (:data:`llem.options.OPTIONS`, shared with the ``llem`` command line);
+``%%llem?`` lists them with their help from the table's rows. Every mistake a user can make
+here (an invalid option, a value the config refuses, an unknown backend, a missing package)
 reaches the notebook as a short :class:`~IPython.core.error.UsageError`, without a
 traceback.
 
@@ -30,29 +32,25 @@ from IPython.core.magic_arguments import MagicArgumentParser
 from traitlets import Bool, Dict, Enum, Int, TraitError, Unicode, validate
 
 from llem import spec
-from llem.errors import LlemError
+from llem.config import choices
+from llem.errors import LlemError, unknown_name
 from llem.machine import Where, where
+from llem.options import (
+    OPTIONS,
+    SET_HELP,
+    check_config,
+    config_updates,
+    flatten_keys,
+    matrix_backends,
+    parse_sets,
+)
 from llem.spec.model import BACKENDS, SECTIONS
 
 #: Keys a YAML cell may hold besides dotted paths: section names and experiment fields.
 _TOP_KEYS = frozenset(SECTIONS) | {p.name for p in spec.params("experiment")}
 
-#: ``%%llem`` options that set one table field: option dest -> path (``{backend}`` is the
-#: run's backend).
-OPTION_PATHS = {
-    "model": "experiment.model",
-    "backend": "experiment.backend",
-    "max_new_tokens": "decoder.max_new_tokens",
-    "batch_size": "{backend}.batch_size",
-    "repeats": "experiment.repeats",
-    "dtype": "{backend}.dtype",
-    "meter": "experiment.meter",
-    "preset": "decoder.preset",
-    "profile": "experiment.profile",
-    "prompts": "experiment.prompts",
-    "num_prompts": "experiment.num_prompts",
-    "target": "experiment.target_gpu",
-}
+#: Keys of a config file or cell that are not fields (a sweep block, llem's notes).
+_NOT_FIELDS = ("sweep", "notes")
 
 
 class _Parser(MagicArgumentParser):
@@ -64,46 +62,24 @@ class _Parser(MagicArgumentParser):
         try:
             argv = arg_split(argstring, posix=True, strict=True)
         except ValueError as e:
-            raise UsageError(f"{self.prog}: {e} (check the quotes)") from None
+            raise UsageError(f"%{self.prog}: {e} (check the quotes)") from None
         return self.parse_known_args(argv) if partial else self.parse_args(argv)
 
 
-def _choices(path: str) -> tuple[Any, ...]:
-    return tuple(spec.param(path).choices or ())
-
-
 def _add_run_options(p: _Parser) -> None:
-    """The options shared by ``%%llem`` and ``%llem config``; their help comes from the table."""
-
-    def helptext(path: str) -> str:
-        row = spec.param(path.replace("{backend}", "pytorch"))
-        return row.help + (f" ({row.unit})" if row.unit else "")
-
-    p.add_argument("-m", "--model", help=helptext("experiment.model"))
-    p.add_argument("-b", "--backend", help=helptext("experiment.backend") + " One of: "
-                   + ", ".join(BACKENDS) + ".")
-    p.add_argument("-n", "--max-new-tokens", type=int, help=helptext("decoder.max_new_tokens"))
-    p.add_argument("--batch-size", type=int, help=helptext("{backend}.batch_size"))
-    p.add_argument("-r", "--repeats", type=int, help=helptext("experiment.repeats"))
-    p.add_argument("--dtype", help="Precision of the chosen backend: "
-                   + ", ".join(_choices("pytorch.dtype")) + ".")
-    p.add_argument("--meter", help=helptext("experiment.meter") + " One of: "
-                   + ", ".join(_choices("experiment.meter")) + ".")
-    p.add_argument("--preset", help=helptext("decoder.preset") + " One of: "
-                   + ", ".join(_choices("decoder.preset")) + ".")
-    p.add_argument("--profile", help=helptext("experiment.profile"))
-    p.add_argument("--prompts", help=helptext("experiment.prompts"))
-    p.add_argument("--num-prompts", type=int, help=helptext("experiment.num_prompts"))
-    p.add_argument("--target", help=helptext("experiment.target_gpu"))
+    """The options shared by ``%%llem`` and ``%llem config``: the option table's, then the magic's own."""
+    for opt in OPTIONS:
+        # argparse formats help with %: a row's "95%" must reach it as "95%%"
+        p.add_argument(*opt.flags, dest=opt.dest, type=opt.type, help=opt.help().replace("%", "%%"))
     p.add_argument("-c", "--config", help="A YAML or JSON config file (or a variable holding an "
                    "ExperimentConfig or a dict); the options above override it.")
     p.add_argument("-s", "--set", action="append", nargs="+", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="Set any field, e.g. --set decoder.temperature=0.7 pytorch.use_cache=false. "
-                   "Values are read as YAML; 'unset' leaves the field unset.")
+                   help=SET_HELP + " One --set takes several: --set decoder.top_k=5 decoder.top_p=0.9.")
 
 
 def _cell_parser() -> _Parser:
-    p = _Parser(prog="%%llem", add_help=False, description=(
+    # prog without its first %: IPython's help formatter writes one before it
+    p = _Parser(prog="%llem", add_help=False, description=(
         "Run the cell's prompts (one per line; or a YAML block with 'prompts:' and config keys) "
         "through llem.run and show the result."))
     _add_run_options(p)
@@ -114,7 +90,7 @@ def _cell_parser() -> _Parser:
 
 
 def _line_parser(sub: str) -> _Parser:
-    p = _Parser(prog=f"%llem {sub}", add_help=False)
+    p = _Parser(prog=f"llem {sub}", add_help=False)
     if sub == "matrix":
         p.add_argument("--target", help="A GPU tier to highlight: 'cpu', a compute capability or a GPU name.")
         p.add_argument("--backend", "-b", action="append", default=[],
@@ -140,35 +116,25 @@ USAGE = """\
 """
 
 
-def _parse_value(text: str) -> Any:
-    if text.strip().lower() in ("unset", "none", "null", "~", ""):
-        return None
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
 def _flatten(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     """Nested config keys -> ``section.field`` keys (experiment fields get ``experiment.``)."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if not isinstance(key, str):
-            raise UsageError(f"{where}: config keys must be strings, not {key!r}.")
-        if key in ("sweep", "notes"):
-            continue
-        if key in SECTIONS and key != "experiment" and isinstance(value, Mapping):
-            for k, v in value.items():
-                out[f"{key}.{k}"] = v
-        elif key == "experiment" and isinstance(value, Mapping):
-            out.update({f"experiment.{k}": v for k, v in value.items()})
-        elif "." in key:
-            out[key] = value
-        else:
-            out[f"experiment.{key}"] = value
-    return out
+    try:
+        return flatten_keys(data, where, skip=_NOT_FIELDS)
+    except LlemError as e:
+        raise UsageError(str(e)) from None
+
+
+def option_updates(args: Any, backend: str | None = None) -> dict[str, Any]:
+    """The config update parsed ``%%llem`` options ask for: the table's options, then ``--set``.
+
+    ``backend`` is the one the layers below (defaults, ``--config``, the cell) chose; see
+    :func:`llem.options.config_updates`. Raises UsageError for a malformed ``--set`` item.
+    """
+    try:
+        sets = parse_sets(item for group in getattr(args, "set", None) or [] for item in group)
+        return config_updates(vars(args), sets, backend=backend)
+    except LlemError as e:
+        raise UsageError(str(e)) from None
 
 
 def _looks_like_config(data: Any) -> bool:
@@ -226,10 +192,12 @@ class LlemMagics(Magics):
     default_model = Unicode(None, allow_none=True, help=(
         "Model %%llem runs when the cell gives none (unset: the table's default, "
         f"{spec.param('experiment.model').default!r}).")).tag(config=True)
-    default_backend = Enum(BACKENDS, None, allow_none=True, help=(
-        "Backend %%llem uses when the cell gives none (unset: the table's default).")).tag(config=True)
-    default_meter = Enum(_choices("experiment.meter"), None, allow_none=True, help=(
-        "Energy meter %%llem uses when the cell gives none (unset: 'auto').")).tag(config=True)
+    default_backend = Unicode(None, allow_none=True, help=(
+        "Backend %%llem uses when the cell gives none (unset: the table's default); "
+        "a registered backend name.")).tag(config=True)
+    default_meter = Unicode(None, allow_none=True, help=(
+        "Energy meter %%llem uses when the cell gives none (unset: 'auto'); "
+        "a registered meter name.")).tag(config=True)
     defaults = Dict(help=(
         "Any fields, as {'section.field': value}, applied before a cell's own settings "
         "(e.g. {'decoder.max_new_tokens': 16}).")).tag(config=True)
@@ -246,6 +214,15 @@ class LlemMagics(Magics):
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.last: Any = None
+
+    @validate("default_backend", "default_meter")
+    def _check_registered(self, proposal: Any) -> str | None:
+        value = proposal["value"]
+        row = spec.param("experiment." + proposal["trait"].name.removeprefix("default_"))
+        if value is not None and value not in choices(row):
+            raise TraitError(f"LlemMagics.{proposal['trait'].name}: "
+                             f"{unknown_name(row.name, value, choices(row))}")
+        return value
 
     @validate("defaults")
     def _check_defaults(self, proposal: Any) -> dict[str, Any]:
@@ -270,12 +247,8 @@ class LlemMagics(Magics):
 
         runs the prompts (or a YAML block: ``prompts:`` plus config keys) through
         ``llem.run`` and shows the generated text, the summary and the power timeline; the
-        cell's value is the Result. Options::
-
-          -m/--model, -b/--backend, -n/--max-new-tokens, --batch-size, -r/--repeats, --dtype,
-          --meter, --preset, --profile, --prompts, --num-prompts, --target,
-          -c/--config FILE_OR_VARIABLE, -s/--set SECTION.FIELD=VALUE ..., -o/--out NAME,
-          -q/--quiet, --no-live
+        cell's value is the Result. ``%%llem?`` lists the options, with their help from
+        the table's rows (:data:`llem.options.OPTIONS`).
 
         Line forms::
 
@@ -315,22 +288,8 @@ class LlemMagics(Magics):
             layers.append(dict(cell_keys))
         if prompts:
             layers.append({"experiment.prompts": prompts})
-        opts: dict[str, Any] = {}
-        for dest, path in OPTION_PATHS.items():
-            value = getattr(args, dest, None)
-            if value is not None:
-                opts[path] = value
-        layers.append(opts)
-        sets: dict[str, Any] = {}
-        for group in getattr(args, "set", None) or []:
-            for item in group:
-                key, eq, text = item.partition("=")
-                if not eq or not key.strip():
-                    raise UsageError(f"--set takes SECTION.FIELD=VALUE, not {item!r} "
-                                     "(e.g. --set decoder.temperature=0.7).")
-                key = key.strip()
-                sets[key if "." in key else f"experiment.{key}"] = _parse_value(text)
-        layers.append(sets)
+        below = dict(kv for layer in layers for kv in layer.items())
+        layers.append(option_updates(args, backend=below.get("experiment.backend")))
 
         merged: dict[str, Any] = {}
         origin: dict[str, int] = {}
@@ -343,7 +302,7 @@ class LlemMagics(Magics):
             section = key.partition(".")[0]
             if origin[key] == 0 and section in BACKENDS and section != backend:
                 continue  # a default for another backend does not apply to this run
-            resolved[key.format(backend=backend) if "{backend}" in key else key] = value
+            resolved[key] = value
         import warnings
 
         try:
@@ -483,12 +442,10 @@ class LlemMagics(Magics):
         return self._config(args)
 
     def _matrix(self, args: Any) -> Any:
-        backends = tuple(args.backend) or BACKENDS
-        unknown = [b for b in backends if b not in BACKENDS]
-        if unknown:
-            from llem.errors import unknown_name
-
-            raise UsageError(str(unknown_name("backend", unknown[0], BACKENDS)))
+        try:
+            backends = matrix_backends(args.backend)
+        except LlemError as e:
+            raise UsageError(str(e)) from None
         if args.target is not None:
             try:
                 spec.parse_target(args.target)
@@ -513,23 +470,9 @@ class LlemMagics(Magics):
             except ImportError as e:
                 raise UsageError(_short(e)) from None
             return ConfigPanel(cfg)
-        # validate
-        problems: list[str] = []
-        try:
-            cfg.validate()
-        except LlemError as e:
-            problems.append(str(e))
-        try:
-            if cfg.target_gpu is not None:
-                cfg.check_tier()
-            else:
-                from llem.widgets.controls import machine_cc
-
-                cfg.check_tier(machine_cc=machine_cc())
-        except LlemError as e:
-            problems.append(str(e))
-        if problems:
-            raise UsageError("\n".join(problems))
+        found = check_config(cfg)
+        if not found.ok:
+            raise UsageError("\n".join(found.messages))
         return Validated(cfg)
 
 
@@ -651,6 +594,20 @@ class RunReport:
                 lines.append(f"(power timeline unavailable: {exc!r})")
         return {"text/plain": "\n".join(lines),
                 "text/html": "<div class='llem-run-report'>" + "".join(parts) + "</div>"}
+
+
+def magic_help() -> str:
+    """What ``%%llem?`` shows: the magic's docstring, then its options with their help (from the table)."""
+    import inspect
+
+    return "\n\n".join([inspect.cleandoc(LlemMagics.llem.__doc__ or ""), _cell_parser().format_help(),
+                        "%llem config show|validate|panel takes the same options (not -o, -q, --no-live).",
+                        _line_parser("matrix").format_help()])
+
+
+# IPython's ``?`` asks an object's getdoc() first: the help is built when asked, so it shows
+# the registered backends and meters of that moment (and loading the extension stays cheap).
+LlemMagics.llem.getdoc = magic_help  # type: ignore[union-attr]
 
 
 def load_ipython_extension(ipython: Any) -> None:

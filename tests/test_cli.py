@@ -66,6 +66,24 @@ def test_run_saves_a_result_and_a_report(saved):
     assert "measuring" in res.stderr  # the progress bar
 
 
+def test_run_takes_the_field_options(runner, cfg_file, tmp_path):
+    args = ["run", str(cfg_file), "-n", "3", "--batch-size", "2", "--prompts", "code", "--num-prompts", "3",
+            "--meter", "estimate", "--dtype", "float32", "--set", "decoder.max_new_tokens=4", "-o",
+            str(tmp_path), "-q"]
+    res = runner.invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    (saved_file,) = tmp_path.glob("*.json")
+    data = json.loads(saved_file.read_text())
+    assert data["config"]["decoder"]["max_new_tokens"] == 4  # --set wins over -n
+    assert data["config"]["pytorch"]["batch_size"] == 2 and data["config"]["pytorch"]["dtype"] == "float32"
+    assert data["config"]["prompts"] == "code" and data["config"]["meter"] == "estimate"
+    assert len(data["runs"][0]["requests"]) == 3  # --num-prompts sizes --prompts' set
+    line = failed(runner.invoke(cli, ["run", str(cfg_file), "-b", "vllm", "--batch-size", "4"]))
+    assert "use pytorch.batch_size" in line
+    res = runner.invoke(cli, ["run", str(cfg_file), "-r", "lots"])
+    assert res.exit_code == 2 and "'lots' is not a valid integer" in res.output
+
+
 def test_run_errors_are_one_line(runner, cfg_file, tmp_path):
     line = failed(runner.invoke(cli, ["run", str(tmp_path / "missing.yaml")]))
     assert "does not exist" in line

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("IPython")
 from IPython.core.error import UsageError  # noqa: E402
-from IPython.testing.globalipapp import get_ipython  # noqa: E402
+from IPython.testing import globalipapp  # noqa: E402
 from IPython.utils.capture import capture_output  # noqa: E402
 
 from llem.config import ExperimentConfig  # noqa: E402
@@ -24,7 +24,7 @@ TINY = "-m tiny-random-llama -n 4 -r 1 --meter estimate"
 
 @pytest.fixture(scope="module")
 def shell():
-    ip = get_ipython()
+    ip = globalipapp.get_ipython()  # read at call time: after the first start, the shell's own
     ip.run_line_magic("load_ext", "llem")
     return ip
 
