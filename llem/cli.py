@@ -305,14 +305,33 @@ def report(results: tuple[str, ...], output: str, fmt: str | None, title: str | 
 @click.option("-f", "--format", "fmt", type=click.Choice(["markdown", "html"]), default="markdown",
               show_default=True)
 @click.option("-b", "--backend", "backends", multiple=True, help="Only these backends (repeatable).")
-def matrix(fmt: str, backends: tuple[str, ...]) -> None:
-    """Print the capability matrix: what each backend supports, and what it needs."""
+@click.option("--target", default=None, metavar="GPU",
+              help="Say what this GPU runs ('cpu', a compute capability, a name such as 'T4').")
+@click.option("--here", is_flag=True, help="Say what this machine runs.")
+def matrix(fmt: str, backends: tuple[str, ...], target: str | None, here: bool) -> None:
+    """Print the capability matrix: what each backend supports, and what it needs.
+
+    With --here or --target, each cell says what that machine runs: "not here" and why
+    where its tier cannot (a CPU runs pytorch in bfloat16, not vLLM).
+    """
     from llem import spec
+    from llem.machine import where
 
     chosen = matrix_backends(backends)
-    render = spec.capability_matrix_markdown if fmt == "markdown" else spec.capability_matrix_html
-    text = render(chosen)
-    click.echo(text.rstrip("\n"))
+    if not here and target is None:
+        render = spec.capability_matrix_markdown if fmt == "markdown" else spec.capability_matrix_html
+        click.echo(render(chosen).rstrip("\n"))
+        return
+    try:
+        place = where(target)
+    except ValueError as e:
+        raise ConfigError(f"--target {target!r}: {e}") from None
+    if fmt == "markdown":
+        click.echo(f"On {place.words} (tier {place.tier.name}):\n")
+        click.echo(spec.capability_matrix_markdown(chosen, place.cc, at_tier=True).rstrip("\n"))
+    else:
+        click.echo(spec.capability_matrix_html(chosen, highlight_cc=place.cc, highlight=True,
+                                               where=place.words))
 
 
 # -------------------------------------------------------------------------- config

@@ -157,6 +157,21 @@ def test_matrix(runner):
     assert "Did you mean 'vllm'" in failed(runner.invoke(cli, ["matrix", "-b", "vlm"]))
 
 
+def test_matrix_for_a_machine_or_a_target(runner):
+    from llem.machine import Machine, use_machine
+
+    with use_machine(Machine.fake()):
+        res = runner.invoke(cli, ["matrix", "--here"])
+    assert res.exit_code == 0 and res.stdout.startswith("On this machine (CPU only) (tier cpu)")
+    bf16 = next(line for line in res.stdout.splitlines() if line.startswith("| bfloat16 |"))
+    assert "| yes" in bf16 and "not here" in bf16  # pytorch yes; vllm, tensorrt not on a CPU
+    res = runner.invoke(cli, ["matrix", "--target", "T4"])
+    assert res.exit_code == 0 and "On the target 'T4'" in res.stdout and "this GPU" not in res.stdout
+    fa2 = next(line for line in res.stdout.splitlines() if line.startswith("| FlashAttention-2 |"))
+    assert fa2.count("not here") == 3
+    assert "unknown GPU" in failed(runner.invoke(cli, ["matrix", "--target", "Z9"]))
+
+
 # -------------------------------------------------------------------------- config
 def test_config_validate(runner, cfg_file, tmp_path):
     res = runner.invoke(cli, ["config", "validate", str(cfg_file)])

@@ -165,7 +165,8 @@ def tier_problem(gate: Gate, cc: float | None, *, on_cpu_ok_without_cuda: bool =
         return None
     if gate.min_cc is not None and cc + 1e-9 < gate.min_cc:
         need = tier_for(gate.min_cc)
-        return f"needs compute capability {gate.min_cc}+ ({need.display}); this tier is {cc}"
+        return (f"needs compute capability {gate.min_cc:.1f}+ ({need.name.capitalize()} or newer); "
+                f"this one has {cc:.1f}")
     return None
 
 

@@ -45,7 +45,7 @@ def capability_at(cap: Capability | str, backend: str, cc: float | None) -> tupl
     for gate in gates:
         problem = tier_problem(gate, cc)
         if problem:
-            return NOT_HERE, f"{gate.reason or problem} ({problem})" if gate.reason else problem
+            return NOT_HERE, gate.reason or problem
     if settings:
         skipped = _skipped_at(settings, cc)
         if skipped:
