@@ -400,14 +400,8 @@ class ExperimentConfig(_ExperimentFields):
         return out
 
     def flat(self, only_set: bool = False) -> dict[str, Any]:
-        """``section.name`` -> value for the same fields as :meth:`to_dict`."""
-        out = {}
-        for section, value in self.to_dict(only_set=only_set).items():
-            if isinstance(value, dict) and section in _SECTION_CLASSES:
-                out.update({f"{section}.{k}": v for k, v in value.items()})
-            else:
-                out[f"experiment.{section}"] = value
-        return out
+        """``section.name`` -> value for the same fields as :meth:`to_dict` (:func:`llem.spec.flatten`)."""
+        return spec.flatten(self.to_dict(only_set=only_set))
 
     def to_json(self, only_set: bool = True) -> str:
         """JSON text of :meth:`to_dict`."""

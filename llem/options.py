@@ -25,7 +25,7 @@ from typing import Any
 from llem import spec
 from llem.config import ExperimentConfig, choices
 from llem.errors import ConfigError, LlemError, unknown_name
-from llem.spec.model import SECTIONS, Param
+from llem.spec.model import Param
 
 #: What ``{backend}`` in an option's path stands for when the run's backend is not known yet.
 _DEFAULT_BACKEND: str = spec.param("experiment.backend").default
@@ -216,30 +216,22 @@ def parse_sets(items: Iterable[str]) -> dict[str, Any]:
 
 
 def flatten_keys(data: Mapping[str, Any], where: str, skip: Iterable[str] = ()) -> dict[str, Any]:
-    """Nested or bare config keys as ``section.field`` keys.
+    """Nested or bare config keys as ``section.field`` keys (:func:`llem.spec.flatten`).
 
     ``{"decoder": {"top_k": 3}}`` -> ``{"decoder.top_k": 3}``; a bare key is an experiment
-    field (``repeats`` -> ``experiment.repeats``); dotted keys stay as they are. Keys in
-    ``skip`` (``sweep``, ``notes`` in a config file) are left out.
+    field (``repeats`` -> ``experiment.repeats``); dotted keys stay as they are; a row's
+    value stays whole (``pytorch.max_memory: {cpu: 4GiB}``). Keys in ``skip`` (``sweep``,
+    ``notes`` in a config file) are left out.
 
     Raises
     ------
     ConfigError
         For a key that is not a string, naming ``where`` it came from.
     """
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if not isinstance(key, str):
-            raise ConfigError(f"{where}: config keys must be strings, not {key!r}.")
-        if key in skip:
-            continue
-        if key in SECTIONS and isinstance(value, Mapping):
-            out.update({f"{key}.{k}": v for k, v in value.items()})
-        elif "." in key:
-            out[key] = value
-        else:
-            out[f"experiment.{key}"] = value
-    return out
+    try:
+        return spec.flatten(data, skip=skip)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def config_updates(

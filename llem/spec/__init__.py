@@ -6,6 +6,7 @@ transformers or IPython.
 """
 
 from llem.spec.capabilities import CAPABILITIES, precisions
+from llem.spec.flat import flatten, is_leaf
 from llem.spec.model import BACKENDS, SECTIONS, Capability, Cond, Gate, Param, Rule, Support, Tier
 from llem.spec.params import PARAMS, PREQUANTIZED_TEST_MODELS, PRESETS, PROFILES
 from llem.spec.queries import (
@@ -43,8 +44,8 @@ __all__ = [
     "PROFILES", "RULES", "SECTIONS", "TIERS", "Capability", "Cond", "Gate", "Param", "Rule",
     "Support", "Tier", "aliases", "all_paths", "backend_capabilities", "backend_specific_params",
     "capability", "capability_at", "capability_matrix_html", "capability_matrix_markdown",
-    "capability_matrix_rows",
-    "decoder_param_support", "gate_for", "gpu_gates", "mutual_exclusions", "param",
+    "capability_matrix_rows", "decoder_param_support", "flatten", "gate_for", "gpu_gates", "is_leaf",
+    "mutual_exclusions", "param",
     "param_skip_conditions", "params", "params_requiring_gpu_capability", "parse_target",
     "passthrough_collisions", "precisions", "reference_markdown", "resolve_path", "tier_for",
     "tier_problem", "tiers", "validation_rules",
