@@ -25,11 +25,28 @@ altair and vl-convert are imported on first use, never when ``llem`` is imported
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from llem.energy.measurement import UNMARKED, Measurement
+from llem.errors import missing_dependency, unknown_name
+from llem.results import Result, RunMeasurement, Stat, compare
+from llem.results.figures import figure, format_number
+from llem.results.palette import (
+    DEVICE_COLOURS,
+    METHOD_COLOURS,
+    PHASE_COLOURS,
+    PHASE_OPACITY,
+    PHASE_PARTS,
+    part_colours,
+    phase_colours,
+    phase_part,
+)
+from llem.spec.flat import flatten
 
 __all__ = [
     "PHASE_COLORS",
@@ -44,18 +61,9 @@ __all__ = [
     "to_svg",
 ]
 
-#: Shading of the phases the runner and the energy layer mark.
-PHASE_COLORS: dict[str, str] = {
-    "prefill": "#f58518",
-    "decode": "#4c78a8",
-    "host": "#bab0ac",
-    "warmup": "#eeca3b",
-    "thermal": "#b279a2",
-    "idle": "#d8d8d8",
-    "(unmarked)": "#ffffff",
-}
-_EXTRA_PHASE_COLORS = ("#72b7b2", "#54a24b", "#ff9da6", "#9d755d")
-_METHOD_COLORS = {"measured": "#2f7d32", "sampled": "#4c78a8", "estimated": "#c0661b", "none": "#999999"}
+#: Shading of the phases the runner and the energy layer mark (:mod:`llem.results.palette`,
+#: shared with the live power plot).
+PHASE_COLORS: dict[str, str] = PHASE_COLOURS
 #: Most points drawn per device on a timeline (more are averaged into buckets).
 MAX_POINTS = 1500
 _WIDTH = 640
@@ -66,8 +74,6 @@ def _alt() -> Any:
     try:
         import altair as alt
     except ImportError:
-        from llem.errors import missing_dependency
-
         raise missing_dependency("altair", "plots", "llem's charts") from None
     return alt
 
@@ -76,8 +82,6 @@ def _vlc() -> Any:
     try:
         import vl_convert as vlc
     except ImportError:
-        from llem.errors import missing_dependency
-
         raise missing_dependency("vl-convert-python", "plots", "static PNG/SVG charts") from None
     return vlc
 
@@ -85,8 +89,6 @@ def _vlc() -> Any:
 # -------------------------------------------------------------------- source helpers
 def _as_results(results: Any) -> list[Any]:
     """A list of Results from one Result, a list, or a ResultList."""
-    from llem.results import Result
-
     if isinstance(results, Result):
         return [results]
     out = list(results)
@@ -105,9 +107,6 @@ def _is_synthetic(meas: Any) -> bool:
 
 def _timeline_windows(source: Any, run: int | None) -> tuple[list[tuple[str, Any, float]], str]:
     """``[(label, measurement, offset_s)]`` laid end to end, and a name for the title."""
-    from llem.energy.measurement import Measurement
-    from llem.results import Result, RunMeasurement
-
     if isinstance(source, Measurement):
         return [("", source, 0.0)], ""
     if hasattr(source, "measurement") and isinstance(getattr(source, "measurement", None), Measurement) \
@@ -181,19 +180,9 @@ def _merged_spans(meas: Any) -> list[tuple[str, float, float]]:
     return spans
 
 
-def _phase_scale(names: Iterable[str]) -> tuple[list[str], list[str]]:
-    domain, rng, extra = [], [], iter(_EXTRA_PHASE_COLORS * 4)
-    for n in names:
-        if n in domain:
-            continue
-        domain.append(n)
-        rng.append(PHASE_COLORS.get(n) or next(extra, "#cccccc"))
-    return domain, rng
-
-
 def _method_scale(alt: Any, methods: Iterable[str]) -> Any:
-    present = [m for m in _METHOD_COLORS if m in set(methods)]
-    return alt.Scale(domain=present, range=[_METHOD_COLORS[m] for m in present])
+    present = [m for m in METHOD_COLOURS if m in set(methods)]
+    return alt.Scale(domain=present, range=[METHOD_COLOURS[m] for m in present])
 
 
 def _title(alt: Any, text: str, subtitle: Sequence[str]) -> Any:
@@ -285,7 +274,7 @@ def power_timeline(
                 power_rows.append({"t_s": (a + b) / 2 + offset, "power_w": e / (b - a),
                                    "device": "total", "run": label})
         for ph, a, b in _merged_spans(meas):
-            if ph == "(unmarked)":
+            if ph == UNMARKED:
                 continue
             phase_rows.append({"start_s": a + offset, "end_s": b + offset, "phase": ph, "run": label,
                                "duration_s": b - a})
@@ -302,15 +291,15 @@ def power_timeline(
     title = "Power over time" + (f": {name}" if name else "")
     legend_sel = alt.selection_point(fields=["device"], bind="legend")
     x = alt.X("t_s:Q", title="time (s)", scale=alt.Scale(nice=False))
-    phase_domain, phase_range = _phase_scale(p["phase"] for p in phase_rows)
+    shading = phase_colours(p["phase"] for p in phase_rows)
     layers = []
     if phase_rows:
         layers.append(
-            alt.Chart(alt.Data(values=phase_rows)).mark_rect(opacity=0.35).encode(
+            alt.Chart(alt.Data(values=phase_rows)).mark_rect(opacity=PHASE_OPACITY).encode(
                 x=alt.X("start_s:Q", title="time (s)"),
                 x2="end_s:Q",
                 color=alt.Color("phase:N", title="phase",
-                                scale=alt.Scale(domain=phase_domain, range=phase_range),
+                                scale=alt.Scale(domain=list(shading), range=list(shading.values())),
                                 legend=alt.Legend(orient="right")),
                 tooltip=[alt.Tooltip("phase:N"), alt.Tooltip("run:N"),
                          alt.Tooltip("start_s:Q", title="start (s)", format=".3f"),
@@ -321,7 +310,7 @@ def power_timeline(
         x=x,
         y=alt.Y("power_w:Q", title="power (W)" + (", estimated" if set(methods.values()) == {"estimated"}
                                                   else "")),
-        color=alt.Color("device:N", title="device (method)", scale=alt.Scale(scheme="dark2"),
+        color=alt.Color("device:N", title="device (method)", scale=alt.Scale(range=list(DEVICE_COLOURS)),
                         legend=alt.Legend(orient="right", labelLimit=260)),
         opacity=alt.condition(legend_sel, alt.value(1.0), alt.value(0.15)),
         tooltip=[alt.Tooltip("device:N"), alt.Tooltip("run:N"),
@@ -338,7 +327,7 @@ def power_timeline(
     if any("(estimated)" in d for d in dev_methods):
         # the word on the plot area itself, not only in the legend
         layers.append(alt.Chart(alt.Data(values=[{"label": "estimated"}])).mark_text(
-            align="right", baseline="top", dx=-4, dy=4, color=_METHOD_COLORS["estimated"],
+            align="right", baseline="top", dx=-4, dy=4, color=METHOD_COLOURS["estimated"],
             fontWeight="bold", fontSize=12).encode(
             x=alt.value(width), y=alt.value(0), text="label:N"))
     chart = alt.layer(*layers).resolve_scale(color="independent").properties(
@@ -354,8 +343,6 @@ def _short(path: str, all_paths: Sequence[str]) -> str:
 
 def result_labels(results: Sequence[Any]) -> list[str]:
     """A short label per result: its name, else the settings that differ, else the model."""
-    from llem.results import _flatten, compare
-
     varying: tuple[str, ...] = ()
     if len(results) > 1:
         varying = compare(results).varying
@@ -364,7 +351,7 @@ def result_labels(results: Sequence[Any]) -> list[str]:
         if r.name:
             labels.append(str(r.name))
             continue
-        flat = _flatten(r.config)
+        flat = flatten(r.config)
         if varying:
             labels.append(", ".join(f"{_short(k, varying)}={flat.get(k)}" for k in varying))
         else:
@@ -375,12 +362,6 @@ def result_labels(results: Sequence[Any]) -> list[str]:
             seen[lab] = seen.get(lab, 0) + 1
             labels[i] = f"{lab} #{seen[lab]}"
     return labels
-
-
-def _stat(values: Iterable[float | None]) -> Any:
-    from llem.results import Stat
-
-    return Stat.of(values)
 
 
 def _energy_key(dynamic: bool) -> str:
@@ -415,7 +396,7 @@ def energy_per_token(
     bars, dots = [], []
     clipped = False
     for lab, r in zip(labs, res):
-        st = _stat(getattr(run, key) for run in r.runs)
+        st = Stat.of(getattr(run, key) for run in r.runs)
         if st.mean is None:
             continue
         ci = st.ci95
@@ -426,8 +407,8 @@ def energy_per_token(
             "lo": max(lo, 0.0), "hi": (ci[1] if ci else st.mean) * 1e3,
             "n": st.n, "method": r.method,
             "tag": "estimated" if r.method == "estimated" else "",
-            "ci": (f"± {st.ci95_half * 1e3:.3g} mJ (95% CI, n={st.n})" if st.ci95_half is not None
-                   else f"n={st.n}: no interval"),
+            "ci": (f"± {format_number(st.ci95_half * 1e3, 3)} mJ (95% CI, n={st.n})"
+                   if st.ci95_half is not None else f"n={st.n}: no interval"),
         })
         dots += [{"config": lab, "mj": v * 1e3, "method": r.method} for v in st.values]
     if not bars:
@@ -435,8 +416,7 @@ def energy_per_token(
         raise ValueError(f"None of these results has {what}; nothing to plot.")
     methods = {b["method"] for b in bars}
     all_est = methods == {"estimated"}
-    axis = ("energy per output token above idle" if dynamic else "energy per output token") + \
-        (" (mJ, estimated)" if all_est else " (mJ)")
+    axis = figure(key).axis_title("estimated" if all_est else "")
     sub = ["bar: mean over runs; whisker: 95% CI (Student's t)"
            + (", cut at 0" if clipped else "") + "; dots: single runs"]
     sub += _method_note(methods, any(_is_synthetic(run.measurement) for r in res for run in r.runs
@@ -455,7 +435,7 @@ def energy_per_token(
         alt.Chart(alt.Data(values=dots)).mark_point(color="black", size=18, filled=True, opacity=0.6)
         .encode(y=y, x="mj:Q", tooltip=[alt.Tooltip("config:N"),
                                         alt.Tooltip("mj:Q", title="run mJ/token", format=".4g")]),
-        base.mark_text(align="left", dx=6, fontWeight="bold", color=_METHOD_COLORS["estimated"]).encode(
+        base.mark_text(align="left", dx=6, fontWeight="bold", color=METHOD_COLOURS["estimated"]).encode(
             y=y, x="hi:Q", text="tag:N"),
     ]
     return alt.layer(*layers).properties(
@@ -484,26 +464,13 @@ def pareto_front(points: Sequence[tuple[float, float]], *, maximize_x: bool = Fa
     return sorted(front, key=lambda i: -points[i][0] if maximize_x else points[i][0])
 
 
-#: x choices of :func:`energy_vs_latency`: key -> (title, unit scale, maximize, run getter)
+#: x choices of :func:`energy_vs_latency`: key -> (figure of the table, more is better)
 _X_CHOICES = {
-    "latency": ("median request latency (ms)", 1e3, False),
-    "ttft": ("median time to first token (ms)", 1e3, False),
-    "itl": ("median inter-token latency (ms)", 1e3, False),
-    "throughput": ("throughput (output tokens/s)", 1.0, True),
+    "latency": ("latency_p50_s", False),
+    "ttft": ("ttft_p50_s", False),
+    "itl": ("itl_p50_s", False),
+    "throughput": ("tokens_per_s", True),
 }
-
-
-def _run_x(run: Any, x: str) -> float | None:
-    if x == "latency":
-        from llem.results import percentile
-
-        lat = [q.latency_s for q in run.requests if q.latency_s is not None]
-        return percentile(lat, 50)
-    if x == "ttft":
-        return run.ttft_p50_s
-    if x == "itl":
-        return run.itl_p50_s
-    return run.tokens_per_s
 
 
 def energy_vs_latency(
@@ -531,18 +498,18 @@ def energy_vs_latency(
     """
     alt = _alt()
     if x not in _X_CHOICES:
-        from llem.errors import unknown_name
-
         raise unknown_name("x axis", x, _X_CHOICES)
-    xtitle, xscale, maximize = _X_CHOICES[x]
+    attr, maximize = _X_CHOICES[x]
+    xfig = figure(attr)
+    xtitle, xscale = xfig.axis_title(), xfig.scale
     res = _as_results(results)
     labs = list(labels) if labels is not None else result_labels(res)
     key = _energy_key(dynamic)
     rows = []
     clipped = False
     for lab, r in zip(labs, res):
-        ys = _stat(getattr(run, key) for run in r.runs)
-        xs = _stat(_run_x(run, x) for run in r.runs)
+        ys = Stat.of(getattr(run, key) for run in r.runs)
+        xs = Stat.of(getattr(run, xfig.attr) for run in r.runs)
         if ys.mean is None or xs.mean is None:
             continue
         yci, xci = ys.ci95 or (ys.mean, ys.mean), xs.ci95 or (xs.mean, xs.mean)
@@ -562,8 +529,7 @@ def energy_vs_latency(
         row["tag"] = row["config"] + (" (estimated)" if row["method"] == "estimated" else "")
     methods = {r["method"] for r in rows}
     all_est = methods == {"estimated"}
-    ytitle = ("energy per output token above idle" if dynamic else "energy per output token") + \
-        (" (mJ, estimated)" if all_est else " (mJ)")
+    ytitle = figure(key).axis_title("estimated" if all_est else "")
     sub = [("lower-left is better" if not maximize else "lower-right is better")
            + "; red, joined points: Pareto front (no other result beats them on both axes)",
            "whiskers: 95% CI over runs" + (", cut at 0" if clipped else "")]
@@ -591,22 +557,13 @@ def energy_vs_latency(
         base.transform_filter("datum.side == 'left'").mark_text(align="right", dx=-8, dy=-8, fontSize=11)
         .encode(x=xe, y=ye, text="tag:N"),
     ]
-    what = "throughput" if maximize else xtitle.split(" (")[0].replace("median ", "")
+    what = xfig.label
     chart = alt.layer(*layers).properties(
         width=width, height=height, title=_title(alt, f"Energy per token vs {what}", sub))
     return chart.interactive()
 
 
 # ---------------------------------------------------------------- phase split
-_OTHER = "other (host work between batches)"
-
-
-def _phase_group(name: str) -> str:
-    if name in ("prefill", "decode"):
-        return name
-    return _OTHER if name in ("host", "(unmarked)") else "other (" + name + ")"
-
-
 def phase_energy(
     results: Any, *, per_token: bool = False, labels: Sequence[str] | None = None,
     width: int = _WIDTH, bar_height: int = 28,
@@ -635,7 +592,7 @@ def phase_energy(
                 continue
             parts: dict[str, float] = {}
             for name, e in m.phase_energy_j().items():
-                g = _phase_group(name)
+                g = phase_part(name)
                 parts[g] = parts.get(g, 0.0) + e
             if per_token:
                 if not run.output_tokens:
@@ -646,7 +603,7 @@ def phase_energy(
             continue
         methods.add(r.method)
         groups = sorted({g for p in per_run for g in p},
-                        key=lambda g: ("prefill", "decode").index(g) if g in ("prefill", "decode") else 2)
+                        key=lambda g: PHASE_PARTS.index(g) if g in PHASE_PARTS[:2] else 2)
         means = {g: sum(p.get(g, 0.0) for p in per_run) / len(per_run) for g in groups}
         total = sum(means.values())
         for order, g in enumerate(groups):
@@ -660,9 +617,9 @@ def phase_energy(
     sub += _method_note(methods, any(_is_synthetic(run.measurement) for r in res for run in r.runs
                                      if run.measurement is not None))
     configs = list(dict.fromkeys(r["config"] for r in rows))
-    dom = ["prefill", "decode", _OTHER]
+    dom = list(PHASE_PARTS)
     dom += sorted({r["part"] for r in rows} - set(dom))
-    colors = [PHASE_COLORS["prefill"], PHASE_COLORS["decode"], PHASE_COLORS["host"], *_EXTRA_PHASE_COLORS * 3]
+    colors = part_colours(dom)
     base = alt.Chart(alt.Data(values=rows))
     y = alt.Y("config:N", title=None, sort=configs, axis=alt.Axis(labelLimit=320))
     bars = base.mark_bar(height={"band": 0.7}).encode(
@@ -670,7 +627,7 @@ def phase_energy(
         x=alt.X("value:Q", stack="zero",
                 title=f"energy ({unit}{', estimated' if all_est else ''})"),
         color=alt.Color("part:N", title="phase", sort=dom,
-                        scale=alt.Scale(domain=dom, range=colors[:len(dom)])),
+                        scale=alt.Scale(domain=dom, range=[colors[d] for d in dom])),
         order=alt.Order("order:Q"),
         tooltip=[alt.Tooltip("config:N"), alt.Tooltip("part:N", title="phase"),
                  alt.Tooltip("value:Q", title=unit, format=".4g"),
@@ -716,7 +673,7 @@ def report_charts(results: Any, *, max_timelines: int = 4) -> dict[str, Any]:
 
 # --------------------------------------------------------------------- static output
 def _spec(chart: Any) -> str:
-    return chart.to_json() if hasattr(chart, "to_json") else __import__("json").dumps(chart)
+    return chart.to_json() if hasattr(chart, "to_json") else json.dumps(chart)
 
 
 def to_png(chart: Any, *, scale: float = 2.0, ppi: int | None = None) -> bytes:
@@ -751,7 +708,5 @@ def save(chart: Any, path: str | os.PathLike[str], *, scale: float = 2.0) -> Pat
     elif suffix in (".json", ".vl.json"):
         p.write_text(_spec(chart), encoding="utf-8")
     else:
-        from llem.errors import unknown_name
-
         raise unknown_name("chart format", suffix or "(no suffix)", [".png", ".svg", ".pdf", ".json"])
     return p

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import llem
-from llem import report
+from llem import exporter_registry, report
 from llem.errors import UnknownNameError
 from llem.results import Result
 
@@ -166,9 +166,9 @@ def test_to_dataframe_shape(two):
     df = report.to_dataframe(two)
     assert isinstance(df, pd.DataFrame)
     assert len(df) == 4
-    from llem.results import _flatten
+    from llem.spec import flatten
 
-    assert len([c for c in df.columns if c.startswith("config.")]) == len(_flatten(two[0].config))
+    assert len([c for c in df.columns if c.startswith("config.")]) == len(flatten(two[0].config))
     assert df["energy_per_token_j"].notna().all()
 
 
@@ -210,7 +210,7 @@ def test_a_plugin_is_checked_when_registered():
         assert "txt" in report.exporter_names()
         assert report.exporter_for_path("r.txt") == "txt"
     finally:
-        report._REGISTERED.pop("txt")
+        exporter_registry._REGISTERED.pop("txt")
 
 
 def test_export_reads_result_files_and_folders(result, tmp_path):

@@ -2,7 +2,9 @@
 
 Pure functions, no plotting library: the live plot of a run must not pay altair's or
 matplotlib's import time, and it must render in any front end (Lab, Notebook, VS Code, a
-static HTML export). The finished run's full charts come from :mod:`llem.plots`.
+static HTML export). The finished run's full charts come from :mod:`llem.plots`; both
+take their phase and device colours from :mod:`llem.results.palette`, so a phase looks the
+same live and in the report.
 """
 
 from __future__ import annotations
@@ -11,20 +13,10 @@ import html
 import math
 from collections.abc import Mapping, Sequence
 
-#: Line colours per device, in order of first appearance.
-LINE_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+from llem.results.palette import DEVICE_COLOURS, PHASE_COLOURS, PHASE_OPACITY, device_colour, phase_colours
 
-#: Band colours per phase name; other names cycle through PHASE_FALLBACK.
-PHASE_COLOURS = {
-    "warmup": "#e6e6e6",
-    "thermal": "#f3e8d0",
-    "baseline": "#ececf6",
-    "prefill": "#d6e9f8",
-    "decode": "#dff3e1",
-    "measure": "#dff3e1",
-    "load": "#f6e2e2",
-}
-PHASE_FALLBACK = ("#f4f0d9", "#e5eef0", "#efe4f2")
+#: Line colours per device, in order of first appearance (the report's timeline uses the same).
+LINE_COLOURS = DEVICE_COLOURS
 
 
 def _nice_max(v: float) -> float:
@@ -98,16 +90,14 @@ def power_svg(
         f'aria-label="{esc(title or "power over time")}" style="font-family:sans-serif;font-size:11px">',
         f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#ffffff" stroke="#999"/>',
     ]
-    colours: dict[str, str] = {}
+    colours = phase_colours(name for name, _a, _b in spans)
     for name, a, b in spans:
-        if name not in colours:
-            fallback = PHASE_FALLBACK[len(colours) % len(PHASE_FALLBACK)]
-            colours[name] = PHASE_COLOURS.get(name, fallback)
         xa, xb = x(max(a, t_min)), x(min(b, t_max))
         if xb - xa <= 0:
             continue
         out.append(f'<rect class="llem-phase" x="{xa:.1f}" y="{top}" width="{xb - xa:.1f}" height="{ph}" '
-                   f'fill="{colours[name]}"><title>{esc(name)}: {a:.2f}-{b:.2f} s</title></rect>')
+                   f'fill="{colours[name]}" fill-opacity="{PHASE_OPACITY}">'
+                   f'<title>{esc(name)}: {a:.2f}-{b:.2f} s</title></rect>')
         if xb - xa > 30:
             out.append(f'<text x="{xa + 3:.1f}" y="{top + 12}" fill="#555">{esc(name)}</text>')
     for frac in (0.0, 0.5, 1.0):
@@ -123,7 +113,7 @@ def power_svg(
                'text-anchor="middle" fill="#555">power (W)</text>')
     legend_x = left + 4
     for i, (device, s) in enumerate(pts.items()):
-        colour = LINE_COLOURS[i % len(LINE_COLOURS)]
+        colour = device_colour(i)
         if s:
             path = " ".join(f"{x(t):.1f},{y(p):.1f}" for t, p in s)
             out.append(f'<polyline class="llem-power-line" fill="none" stroke="{colour}" stroke-width="1.6" '
