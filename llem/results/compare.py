@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llem.errors import import_optional
-from llem.results.figures import figures_for, format_stat
+from llem.results.figures import figures_for, format_stat, html_table, text_table
 from llem.results.palette import method_note
 from llem.results.result import Result
 from llem.spec.flat import flatten
@@ -65,9 +65,7 @@ class Comparison:
 
     def __repr__(self) -> str:
         try:
-            head, body = self.cells()
-            widths = [max(len(c) for c in col) for col in zip(head, *body)]
-            lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [head, *body]]
+            lines = text_table(*self.cells())
             if not self.varying:
                 lines.append("(no setting differs between these results)")
             return "\n".join(lines)
@@ -76,11 +74,7 @@ class Comparison:
 
     def _repr_html_(self) -> str:
         try:
-            head, body = self.cells()
-            e = html.escape
-            th = "".join(f"<th>{e(c)}</th>" for c in head)
-            trs = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in body)
-            return f"<table class='llem-compare'><tr>{th}</tr>{trs}</table>"
+            return html_table(*self.cells(), cls="llem-compare")
         except Exception:  # noqa: BLE001
             return f"<pre>{html.escape(repr(self))}</pre>"
 

@@ -32,6 +32,7 @@ Views
 
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -277,6 +278,21 @@ def format_interval(interval: tuple[float, float] | None, fig: Figure | str, dig
     return f"[{lo}, {hi}]"
 
 
+def text_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    """The lines of a plain-text table: columns padded to their widest cell, two spaces apart."""
+    widths = [max(len(c) for c in col) for col in zip(head, *rows)]
+    return ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head, *rows]]
+
+
+def html_table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
+    """An HTML ``<table>`` of text cells (escaped), with a heading row."""
+    e = html.escape
+    th = "".join(f"<th>{e(c)}</th>" for c in head)
+    trs = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    c = f" class='{e(cls)}'" if cls else ""
+    return f"<table{c}><tr>{th}</tr>{trs}</table>"
+
+
 # ------------------------------------------------------------ the first version's names
 #: attribute -> (label, unit, scale) of the figures summarised over runs; read-only view
 #: of :data:`FIGURES` for code written against the first version.
@@ -289,5 +305,6 @@ COMPARE_FIGURES: tuple[str, ...] = attrs("compare")
 
 __all__ = [
     "COMPARE_FIGURES", "FIGURES", "SUMMARY_FIGURES", "VIEWS", "Figure", "attrs", "figure", "figures_for",
-    "format_interval", "format_mean", "format_number", "format_stat", "format_value",
+    "format_interval", "format_mean", "format_number", "format_stat", "format_value", "html_table",
+    "text_table",
 ]
