@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import llem
-from llem import exporter_registry, report
+from llem import plugins, report
 from llem.errors import UnknownNameError
 from llem.results import Result
 
@@ -210,7 +210,7 @@ def test_a_plugin_is_checked_when_registered():
         assert "txt" in report.exporter_names()
         assert report.exporter_for_path("r.txt") == "txt"
     finally:
-        exporter_registry._REGISTERED.pop("txt")
+        plugins._registered["exporter"].pop("txt")
 
 
 def test_export_reads_result_files_and_folders(result, tmp_path):

@@ -19,10 +19,9 @@ from typing import Any
 from llem._files import write_atomic
 from llem.errors import unknown_name
 
-# ---------------------------------------------------------------- the exporter registry
-# One block, kept apart: where exporters are found. It lives below the results
-# (llem.exporter_registry) so that Result.export uses it too; it is the exporter part of
-# the one plugin registry for backends, meters and exporters.
+# Where exporters are found: the one plugin registry (llem.plugins), through
+# llem.exporter_registry, which adds the choice by file suffix and sits below the results
+# so that Result.export uses it too.
 from llem.exporter_registry import (
     BUILTIN_EXPORTERS,
     ExporterPluginError,
@@ -33,8 +32,6 @@ from llem.exporter_registry import (
     get_exporter,
     register_exporter,
 )
-
-# ------------------------------------------------------------------------------------
 from llem.report.content import as_results, build_report, table_rows
 from llem.report.render import render_html, render_markdown
 
