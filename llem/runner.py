@@ -43,7 +43,7 @@ from llem.energy.window import measure
 from llem.errors import ConfigError, RunInterrupted, unknown_name
 from llem.machine import Machine, get_machine
 from llem.prompts import Prompt, load_prompts, synthetic_prompts
-from llem.results import RequestRecord, Result, RunMeasurement, _plain, now_iso
+from llem.results import RequestRecord, Result, RunMeasurement, now_iso, plain
 
 #: Batching strategies the runner knows (the choices of ``pytorch.batching_strategy``).
 STRATEGIES: tuple[str, ...] = tuple(spec.param("pytorch.batching_strategy").choices or ())
@@ -519,7 +519,7 @@ def run(
     cfg = as_config(config)
     report = progress or (lambda stage, done, total: None)
     created = now_iso()
-    cfg_dict = _plain(cfg.to_dict())
+    cfg_dict = plain(cfg.to_dict())
     cfg_hash = cfg.config_hash()
     machine = get_machine()
     notes: list[str] = []
@@ -545,12 +545,12 @@ def run(
     def result(complete: bool) -> Result:
         meas0 = runs[0].measurement if runs else None
         env = environment(info, backend, meas0, cfg_hash, machine)
-        env["facts"] = _plain(facts)
+        env["facts"] = plain(facts)
         return Result(
             model=cfg.model, backend=cfg.backend, runs=tuple(runs), config=cfg_dict,
-            effective_config=_plain(effective), skipped={**backend_skips, **table_skips},
-            environment=_plain(env), complete=complete, notes=tuple(notes),
-            warmup=_plain(warm), config_hash=cfg_hash, created_at=created,
+            effective_config=plain(effective), skipped={**backend_skips, **table_skips},
+            environment=plain(env), complete=complete, notes=tuple(notes),
+            warmup=plain(warm), config_hash=cfg_hash, created_at=created,
             load_s=getattr(info, "load_s", 0.0) or 0.0,
             num_parameters=getattr(info, "num_parameters", None), thermal=thermal,
         )

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1] / "llem"
 #: or sideways within a layer when that makes no circle.
 LAYERS: dict[str, int] = {
     "llem.errors": 0, "llem._files": 0, "llem._version": 0, "llem.plugins": 0, "llem.timing": 0,
+    "llem.exporter_registry": 0,
     "llem.spec": 1,
     "llem.machine": 2, "llem.energy": 2, "llem.models": 2, "llem.prompts": 2, "llem.testing": 2,
     "llem.sections": 3, "llem._config_types": 3, "llem.config": 3, "llem.options": 3,
@@ -34,13 +35,8 @@ UPWARD_ALLOWED: dict[tuple[str, str], str] = {}
 #: Violations being removed by the redesign's open branches (results/report split, study
 #: package, the PyTorch backend split). Each must still occur: delete it when it is fixed.
 PENDING: set[str] = {
-    "llem.results (L4) imports llem.report (L6)",
     "llem.sweep (L7) imports llem.widgets.sweep (L8)",
-    "circle llem.plots <-> llem.report <-> llem.results",
     "circle llem.sweep <-> llem.widgets.sweep",
-    "llem.results imports llem.backends.base",
-    "llem.results imports llem.report",
-    "oversized llem.report",
     "oversized llem.sweep",
     "oversized llem.backends.pytorch",
 }

@@ -34,7 +34,7 @@ from llem.results.stats import Stat, is_finite_number, percentile, t_critical_95
 from llem.results.store import ResultFileError, load_result, load_results
 
 #: The first version's private names, kept for code that imports them from here
-#: (``llem.run`` reads ``_plain``; ``llem.sweep`` formats with ``_g``). New code uses
+#: (``llem.sweep`` formats with ``_g``). New code uses
 #: :func:`plain` and :func:`format_number`.
 _plain = plain
 _g = format_number
