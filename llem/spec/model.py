@@ -1,12 +1,15 @@
 """The shapes of the table's rows: parameters, gates, capabilities, rules and tiers.
 
-Pure data: importing this module imports nothing beyond the standard library.
+Pure data: importing this module imports nothing beyond the standard library and llem.errors.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from llem.errors import ConfigError, did_you_mean
 
 #: Sections of an experiment configuration, in display order.
 SECTIONS = (
@@ -80,6 +83,19 @@ class Param:
     value is recorded with each result. ``library_default`` says what that default is.
     ``registry`` names a plugin kind (``backend``, ``meter``): besides ``choices`` (llem's
     own), any name registered in :mod:`llem.plugins` for that kind is accepted.
+
+    How a backend passes the row to its engine (read through :func:`llem.spec.engine_args`):
+
+    - ``engine_target``: backend -> where the argument goes, one target or several (the
+      targets are in :data:`llem.spec.engines.ENGINE_TARGETS`: ``llm``, ``sampling``,
+      ``generation``, ``from_pretrained``...). A backend passes the row to its engine if and
+      only if it has an entry here;
+    - ``engine_names``: backend -> the engine's name for the argument, where it differs from
+      the row's own name (same name unless this says otherwise);
+    - ``engine_values``: backend -> {llem value: engine value}, where the engine spells the
+      values differently (None: pass nothing). A value missing from this map is refused;
+    - ``engine_readback``: backend -> attribute paths where the engine keeps the value it
+      resolved (tried in order), for targets whose params object is not read directly.
     """
 
     name: str
@@ -95,6 +111,9 @@ class Param:
     unit: str | None = None
     backends: tuple[str, ...] = BACKENDS
     engine_names: dict[str, str] = field(default_factory=dict)
+    engine_target: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
+    engine_values: Mapping[str, Mapping[Any, Any]] = field(default_factory=dict)
+    engine_readback: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     library_default: dict[str, Any] = field(default_factory=dict)
     gate: Gate | None = None
     value_gates: dict[Any, Gate] = field(default_factory=dict)
@@ -113,6 +132,13 @@ class Param:
         """``section.name``, the parameter's full name."""
         return f"{self.section}.{self.name}"
 
+    def targets(self, backend: str) -> tuple[str, ...]:
+        """Where ``backend`` passes this row (its ``engine_target``); empty when it passes none."""
+        target = self.engine_target.get(backend)
+        if target is None:
+            return ()
+        return (target,) if isinstance(target, str) else tuple(target)
+
     @property
     def widget_hint(self) -> str:
         """The control a form should use for this row."""
@@ -129,6 +155,96 @@ class Param:
         if self.type in ("int", "float"):
             return "number"
         return "text"
+
+
+@dataclass(frozen=True)
+class EngineTarget:
+    """A place an engine argument goes: a call, or a config object nested in one.
+
+    Attributes
+    ----------
+    backend : str
+        The backend whose engine it is.
+    name : str
+        The target's name in the rows' ``engine_target`` (for a nested config object, the
+        keyword of its parent that holds it: ``speculative_config``, ``quant_config``).
+    display : str
+        What it is in the engine's own terms (``vllm.SamplingParams``).
+    parent : str or None
+        For a nested config object, the target that holds it.
+    passthrough : bool
+        Whether ``experiment.passthrough`` keys land there (so a row's engine name there
+        collides with a pass-through key of the same name).
+    protocol : dict
+        Arguments llem passes there that no row names, each with why (the model to load, a
+        per-batch length, an argument derived from a row such as ``use_beam_search``).
+    note : str
+        How llem uses it, where that is not plain.
+    """
+
+    backend: str
+    name: str
+    display: str
+    parent: str | None = None
+    passthrough: bool = True
+    protocol: Mapping[str, str] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class EngineArg:
+    """One row as one backend's engine argument: its name there, where it goes, its values.
+
+    Built by :func:`llem.spec.engine_args` from the row's ``engine_*`` fields.
+    """
+
+    row: Param
+    backend: str
+    name: str
+    targets: tuple[str, ...]
+    readback: tuple[str, ...] = ()
+
+    @property
+    def path(self) -> str:
+        """The row's ``section.name``."""
+        return self.row.path
+
+    @property
+    def values(self) -> Mapping[Any, Any] | None:
+        """The map from llem values to engine values, or None when values pass as they are."""
+        return self.row.engine_values.get(self.backend)
+
+    def allowed(self) -> tuple[Any, ...] | None:
+        """The llem values this argument translates (None: any value of the row's type)."""
+        if self.values is not None:
+            return tuple(self.values)
+        return self.row.choices
+
+    def translate(self, value: Any) -> Any:
+        """The engine's spelling of ``value`` (None means: pass nothing).
+
+        Raises
+        ------
+        ConfigError
+            When the row refuses ``value``: a backend never translates what the table
+            does not allow.
+        """
+        allowed = self.allowed()
+        if allowed is None:
+            return value
+        try:
+            known = any(value == a and isinstance(value, bool) == isinstance(a, bool) for a in allowed)
+        except TypeError:  # an unhashable or incomparable value
+            known = False
+        if not known:
+            names = [str(a) for a in allowed]
+            raise ConfigError(
+                f"{self.path}={value!r} is not a value llem's {self.backend} backend passes to its engine."
+                f"{did_you_mean(str(value), names)} Allowed: {', '.join(names)}. "
+                f"Fix: set {self.path} to one of those (the table in llem/spec/params.py "
+                "lists them)."
+            )
+        return value if self.values is None else self.values[value]
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from llem.spec.engines import ENGINE_TARGETS
 from llem.spec.params import PARAMS
 
 #: Sections that never reach an engine's keyword arguments.
@@ -27,13 +28,14 @@ def passthrough_collisions(backend: str, passthrough: Mapping[str, Any]) -> dict
         else:
             keys.append(k)
     covered: dict[str, str] = {}
+    # An engine name counts where pass-through keys land (not inside speculative_config...).
+    reached = {t.name for t in ENGINE_TARGETS if t.backend == backend and t.passthrough}
     for p in PARAMS:
         if backend not in p.backends or p.section in _NOT_ENGINE:
             continue
         names = {p.name, *p.aliases}
-        engine = p.engine_names.get(backend)
-        if engine:
-            names.add(engine.split(".")[-1])
+        if reached & set(p.targets(backend)):
+            names.add(p.engine_names.get(backend, p.name))
         for n in names:
             covered.setdefault(n, p.path)
     return {k: covered[k] for k in keys if k in covered}

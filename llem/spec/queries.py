@@ -6,7 +6,8 @@ from typing import Any
 
 from llem.errors import UnknownNameError, did_you_mean, unknown_name
 from llem.spec.capabilities import CAPABILITIES, precisions
-from llem.spec.model import BACKENDS, Capability, Gate, Param, Support
+from llem.spec.engines import ENGINE_TARGETS
+from llem.spec.model import BACKENDS, Capability, EngineArg, EngineTarget, Gate, Param, Rule, Support
 from llem.spec.params import PARAMS
 from llem.spec.passthrough import passthrough_collisions
 from llem.spec.rules import RULES
@@ -186,6 +187,14 @@ def validation_rules() -> list[dict[str, Any]]:
     ]
 
 
+def rule(rule_id: str) -> Rule:
+    """The rule called ``rule_id``."""
+    for r in RULES:
+        if r.id == rule_id:
+            return r
+    raise unknown_name("rule", rule_id, [r.id for r in RULES])
+
+
 def backend_capabilities() -> dict[str, dict[str, Support]]:
     """Backend -> capability name -> support."""
     return {b: {c.name: c.support[b] for c in CAPABILITIES} for b in BACKENDS}
@@ -197,6 +206,63 @@ def capability(name: str) -> Capability:
         if c.name == name:
             return c
     raise unknown_name("capability", name, [c.name for c in CAPABILITIES])
+
+
+def engine_targets(backend: str) -> dict[str, EngineTarget]:
+    """Where ``backend``'s engine arguments go: target name -> what it is (the engine's call or object)."""
+    found = {t.name: t for t in ENGINE_TARGETS if t.backend == backend}
+    if not found:
+        raise unknown_name("backend", backend, BACKENDS)
+    return found
+
+
+def engine_args(backend: str, section: str | None = None, target: str | None = None) -> tuple[EngineArg, ...]:
+    """Every row ``backend`` passes to its engine: its name there, where it goes, its values.
+
+    A row is an engine argument of ``backend`` when its ``engine_target`` names the backend;
+    its name is ``engine_names[backend]``, else the row's own name.
+
+    Parameters
+    ----------
+    backend : str
+        ``pytorch``, ``vllm`` or ``tensorrt``.
+    section : str, optional
+        Only rows of this section (``decoder``...).
+    target : str, optional
+        Only arguments that go to this target (``sampling``, ``llm``, ``generation``...; see
+        :func:`engine_targets`).
+
+    Examples
+    --------
+    >>> {a.path: a.name for a in engine_args("vllm", target="beam")}["decoder.num_beams"]
+    'beam_width'
+    """
+    known = engine_targets(backend)
+    if target is not None and target not in known:
+        raise unknown_name(f"{backend} engine target", target, known)
+    out = []
+    for p in PARAMS:
+        targets = p.targets(backend)
+        if not targets or (section is not None and p.section != section):
+            continue
+        if target is not None and target not in targets:
+            continue
+        out.append(EngineArg(row=p, backend=backend, name=p.engine_names.get(backend, p.name),
+                             targets=targets, readback=p.engine_readback.get(backend, ())))
+    return tuple(out)
+
+
+def engine_arg(backend: str, path: str) -> EngineArg:
+    """The engine argument row ``path`` is for ``backend``; raise if the backend passes none."""
+    row = param(path)
+    for arg in engine_args(backend, section=row.section):
+        if arg.row is row:
+            return arg
+    raise UnknownNameError(
+        f"{row.path} is not an engine argument of the {backend} backend (its row has no "
+        f"engine_target for {backend!r}). Arguments of {backend} in that section: "
+        f"{', '.join(a.path for a in engine_args(backend, section=row.section)) or 'none'}."
+    )
 
 
 def tiers() -> list[dict[str, Any]]:
@@ -215,6 +281,9 @@ __all__ = [
     "backend_specific_params",
     "capability",
     "decoder_param_support",
+    "engine_arg",
+    "engine_args",
+    "engine_targets",
     "gate_for",
     "gpu_gates",
     "mutual_exclusions",
@@ -225,6 +294,7 @@ __all__ = [
     "passthrough_collisions",
     "precisions",
     "resolve_path",
+    "rule",
     "tier_problem",
     "tiers",
     "validation_rules",

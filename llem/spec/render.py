@@ -9,7 +9,16 @@ from typing import Any
 from llem.spec.capabilities import CAPABILITIES
 from llem.spec.model import BACKENDS, SECTIONS, Capability, Gate
 from llem.spec.params import PRESETS, PROFILES
-from llem.spec.queries import aliases, capability, gate_for, gpu_gates, params, tier_problem
+from llem.spec.queries import (
+    aliases,
+    capability,
+    engine_args,
+    engine_targets,
+    gate_for,
+    gpu_gates,
+    params,
+    tier_problem,
+)
 from llem.spec.rules import MISSING, RULES, evaluate
 from llem.spec.tiers import TIERS, tier_for
 
@@ -218,6 +227,7 @@ def reference_markdown() -> str:
                 f"{', '.join(p.backends)} | {help_text} |"
             )
         lines.append("")
+    lines += engine_arguments_markdown()
     lines += ["## Decoder presets", ""]
     lines += [f"- `{name}`: " + ", ".join(f"{k}={v!r}" for k, v in fields.items())
               for name, fields in PRESETS.items()]
@@ -255,6 +265,36 @@ def _gate_words(g: Gate) -> str:
     return " and ".join(parts) or "nothing"
 
 
+def _engine_value(v: Any) -> str:
+    return "nothing" if v is None else f"`{v}`"
+
+
+def engine_arguments_markdown() -> list[str]:
+    """What each backend passes to its engine for each field, as Markdown lines."""
+    lines = ["## Engine arguments", "",
+             "What each backend passes to its engine for each field: where it goes, the engine's "
+             "name for it and, where the engine spells values differently, each value's spelling "
+             "(from the rows' `engine_target`, `engine_names` and `engine_values`). A field a "
+             "backend takes that is not listed here is used by llem itself (the runner, the "
+             "batching, the engine cache).", ""]
+    for backend in BACKENDS:
+        targets = engine_targets(backend)
+        lines += [f"### {backend}", "", "| Field | Goes to | Engine argument | Values |", "|---|---|---|---|"]
+        for arg in engine_args(backend):
+            where = "; ".join(targets[t].display for t in arg.targets)
+            values = ", ".join(f"{k} -> {_engine_value(v)}" for k, v in (arg.values or {}).items())
+            lines.append(f"| `{arg.path}` | {where} | `{arg.name}` | {values} |")
+        notes = [f"- {t.display}: {t.note}" for t in targets.values() if t.note]
+        if notes:
+            lines += ["", *notes]
+        protocol = [(t, name, why) for t in targets.values() for name, why in t.protocol.items()]
+        if protocol:
+            lines += ["", "Also passed, named by no field:", ""]
+            lines += [f"- `{name}` to {t.display}: {why}" for t, name, why in protocol]
+        lines.append("")
+    return lines
+
+
 def _bounds(p: Any) -> str:
     if p.min is None and p.max is None:
         return ""
@@ -270,6 +310,7 @@ __all__ = [
     "capability_matrix_html",
     "capability_matrix_markdown",
     "capability_matrix_rows",
+    "engine_arguments_markdown",
     "reference_markdown",
 ]
 
