@@ -7,11 +7,14 @@ The module has two layers:
   keyword arguments of ``vllm.LLM`` / ``vllm.EngineArgs``, ``vllm.SamplingParams`` and
   ``vllm.sampling_params.BeamSearchParams``. Each returns ``(kwargs, skipped)``, where
   ``skipped`` maps ``section.field`` to the reason a set field has no effect. They import
-  nothing and are unit-tested without vLLM;
+  nothing beyond llem's table and are unit-tested without vLLM;
 - :class:`VLLMBackend`, thin run code that imports vLLM on first use.
 
-Names, defaults and where each argument lives in vLLM's source are in ``docs/engines.md``.
-A field left ``None`` means "vLLM's default" and is never passed.
+Argument names, where each goes (``llm``, ``speculative_config``, ``attention_config``,
+``sampling``, ``beam``) and where vLLM keeps the resolved value come from the table's rows
+(``spec.engine_args("vllm")``); the few special cases (greedy decoding, the n-gram drafter,
+kv_cache_memory_bytes over gpu_memory_utilization) are the code below. Facts and sources:
+``docs/engines.md``. A field left ``None`` means "vLLM's default" and is never passed.
 
 Timing: vLLM's ``RequestOutput.metrics`` carries first- and last-token times only, and only
 when stats logging is on. The backend therefore drives the engine one step at a time and
@@ -30,7 +33,16 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from llem import spec
 from llem.backends.base import BatchOutput, LoadInfo, PhaseCallback, RequestOutput
+from llem.backends.table import (
+    decoder_of,
+    engine_kwargs,
+    field,
+    nested_kwargs,
+    read_effective,
+    readback_map,
+)
 from llem.errors import (
     BackendUnavailableError,
     ConfigError,
@@ -53,51 +65,14 @@ __all__ = [
 Kwargs = dict[str, Any]
 Skipped = dict[str, str]
 
-#: llem ``vllm.`` fields whose vLLM argument has the same name and meaning.
-_ENGINE_SAME_NAME = (
-    "dtype",
-    "max_num_seqs",
-    "max_num_batched_tokens",
-    "gpu_memory_utilization",
-    "tensor_parallel_size",
-    "pipeline_parallel_size",
-    "enable_prefix_caching",
-    "enable_chunked_prefill",
-    "kv_cache_dtype",
-    "block_size",
-    "max_model_len",
-    "enforce_eager",
-    "quantization",
-    "swap_space",
-    "cpu_offload_gb",
-    "disable_custom_all_reduce",
-    "kv_cache_memory_bytes",
-    "compilation_config",
-    "attention_backend",
-    "trust_remote_code",
-    "revision",
-)
-
-#: llem ``decoder.`` fields that ``SamplingParams`` takes under the same name.
-_SAMPLING_SAME_NAME = (
-    "temperature",
-    "top_k",
-    "top_p",
-    "min_p",
-    "repetition_penalty",
-    "presence_penalty",
-    "frequency_penalty",
-    "ignore_eos",
-    "n",
-)
-
 #: decoder.seed seeds the engine (``EngineArgs.seed``, global, like ``torch.manual_seed``
 #: in the PyTorch backend) rather than each request: vLLM samples seeded requests with
 #: per-request generators, a slower path that would change what is being measured.
 #: A per-batch ``generate(seed=...)`` does use ``SamplingParams.seed``.
 
-#: llem ``decoder.`` field -> ``SamplingParams`` argument, where the names differ.
-_SAMPLING_RENAMED = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens"}
+#: The rule saying which decoder fields only act when sampling, and which only in beam search.
+_GREEDY_RULE = "sampling-params-greedy"
+_BEAM_RULE = "beam-params-single-beam"
 
 #: Spelling of the n-gram (prompt lookup) drafter in older vLLM and in llem configs.
 _NGRAM_NAMES = ("ngram", "[ngram]")
@@ -105,6 +80,11 @@ _NGRAM_NAMES = ("ngram", "[ngram]")
 #: What ``BeamSearchParams.max_tokens`` gets when ``decoder.max_new_tokens`` is unset: the
 #: field is required there, and 16 is ``SamplingParams.max_tokens``'s own default.
 BEAM_DEFAULT_MAX_TOKENS = 16
+
+
+def _rule_fields(rule_id: str) -> tuple[str, ...]:
+    """The fields a skip rule of the table names (the ones it says have no effect)."""
+    return spec.rule(rule_id).skip
 
 
 # --------------------------------------------------------------------------------------
@@ -118,9 +98,7 @@ def _section(cfg: Any, name: str) -> Any:
 
 def _get(section: Any, name: str) -> Any:
     """A field's value, or None when the section or the field is absent (unset)."""
-    if section is None:
-        return None
-    return getattr(section, name, None)
+    return field(section, name)
 
 
 def _passthrough(cfg: Any) -> Mapping[str, Any]:
@@ -157,7 +135,7 @@ def _merge_passthrough(kwargs: Kwargs, extra: Mapping[str, Any], engine: str) ->
 
 def vllm_uses_beam_search(cfg: Any) -> bool:
     """True when the configuration asks for beam search (``decoder.num_beams`` > 1)."""
-    beams = _get(_section(cfg, "decoder"), "num_beams")
+    beams = _get(decoder_of(cfg), "num_beams")
     return beams is not None and beams > 1
 
 
@@ -183,44 +161,30 @@ def vllm_engine_kwargs(cfg: Any, model: str | None = None) -> tuple[Kwargs, Skip
     ConfigError
         When a pass-through key repeats an argument a named field already sets.
     """
-    v = _section(cfg, "vllm")
     kwargs: Kwargs = {"model": model if model is not None else cfg.model}
     skipped: Skipped = {}
+    kwargs.update(engine_kwargs(cfg, "vllm", "llm"))
+    kwargs.update(nested_kwargs(cfg, "vllm", "llm"))
 
-    for name in _ENGINE_SAME_NAME:
-        value = _get(v, name)
-        if value is not None:
-            kwargs[name] = value
-
-    if "kv_cache_memory_bytes" in kwargs and "gpu_memory_utilization" in kwargs:
-        del kwargs["gpu_memory_utilization"]
+    bytes_arg = spec.engine_arg("vllm", "vllm.kv_cache_memory_bytes").name
+    share_arg = spec.engine_arg("vllm", "vllm.gpu_memory_utilization").name
+    if bytes_arg in kwargs and share_arg in kwargs:
+        del kwargs[share_arg]
         skipped["vllm.gpu_memory_utilization"] = (
             "kv_cache_memory_bytes is set, and vLLM ignores gpu_memory_utilization then"
         )
 
-    spec_model = _get(v, "speculative_model")
-    spec_tokens = _get(v, "num_speculative_tokens")
-    if spec_model is not None:
-        spec: Kwargs = {}
-        if str(spec_model).strip().lower() in _NGRAM_NAMES:
-            spec["method"] = "ngram"
-        else:
-            spec["model"] = spec_model
-        if spec_tokens is not None:
-            spec["num_speculative_tokens"] = spec_tokens
-        kwargs["speculative_config"] = spec
-    elif spec_tokens is not None:
-        skipped["vllm.num_speculative_tokens"] = (
-            "no speculative_model is set, so there is no draft to propose tokens"
-        )
-
-    fa_version = _get(v, "flash_attn_version")
-    if fa_version is not None:
-        kwargs["attention_config"] = {"flash_attn_version": fa_version}
-
-    seed = _get(_section(cfg, "decoder"), "seed")
-    if seed is not None:
-        kwargs["seed"] = seed
+    draft = spec.engine_arg("vllm", "vllm.speculative_model")
+    speculative = kwargs.get(draft.targets[0])
+    if speculative is not None:
+        if draft.name not in speculative:
+            del kwargs[draft.targets[0]]
+            skipped["vllm.num_speculative_tokens"] = (
+                "no speculative_model is set, so there is no draft to propose tokens"
+            )
+        elif str(speculative[draft.name]).strip().lower() in _NGRAM_NAMES:
+            del speculative[draft.name]  # the n-gram drafter is a method, not a model
+            speculative["method"] = "ngram"
 
     _skip_lora(cfg, skipped, "vLLM")
 
@@ -242,35 +206,28 @@ def vllm_sampling_kwargs(cfg: Any) -> tuple[Kwargs, Skipped]:
     skipped : dict
         ``decoder.field`` -> why it is not passed.
     """
-    d = _section(cfg, "decoder")
-    kwargs: Kwargs = {}
+    d = decoder_of(cfg)
+    kwargs = engine_kwargs(cfg, "vllm", "sampling", decoder=d)
     skipped: Skipped = {}
 
-    for name in _SAMPLING_SAME_NAME:
-        value = _get(d, name)
-        if value is not None:
-            kwargs[name] = value
-    for ours, theirs in _SAMPLING_RENAMED.items():
-        value = _get(d, ours)
-        if value is not None:
-            kwargs[theirs] = value
-
     if _get(d, "do_sample") is False:
-        if kwargs.get("temperature") not in (None, 0, 0.0):
+        # Greedy in vLLM is temperature 0; the other sampling fields then have no effect.
+        temperature = spec.engine_arg("vllm", "decoder.temperature").name
+        if kwargs.get(temperature) not in (None, 0, 0.0):
             skipped["decoder.temperature"] = "do_sample is False: vLLM decodes greedily with temperature 0"
-        kwargs["temperature"] = 0.0
-        for name in ("top_k", "top_p", "min_p"):
-            if name in kwargs:
-                del kwargs[name]
-                skipped[f"decoder.{name}"] = "do_sample is False: greedy decoding ignores it"
+        kwargs[temperature] = 0.0
+        for arg in spec.engine_args("vllm", target="sampling"):
+            if arg.path in _rule_fields(_GREEDY_RULE) and arg.name in kwargs and arg.name != temperature:
+                del kwargs[arg.name]
+                skipped[arg.path] = "do_sample is False: greedy decoding ignores it"
 
-    if _get(d, "typical_p") is not None:
-        skipped["decoder.typical_p"] = "vLLM's SamplingParams has no typical_p"
-    if _get(d, "no_repeat_ngram_size") is not None:
-        skipped["decoder.no_repeat_ngram_size"] = "vLLM's SamplingParams has no no_repeat_ngram_size"
-    for name in ("length_penalty", "early_stopping"):
-        if _get(d, name) is not None:
-            skipped[f"decoder.{name}"] = "only used by beam search (num_beams > 1)"
+    for row in spec.params("decoder"):
+        if _get(d, row.name) is None:
+            continue
+        if row.path in _rule_fields(_BEAM_RULE):
+            skipped[row.path] = "only used by beam search (num_beams > 1)"
+        elif "vllm" not in row.backends:
+            skipped[row.path] = f"vLLM's SamplingParams has no {row.name}"
     return kwargs, skipped
 
 
@@ -289,33 +246,22 @@ def vllm_beam_search_kwargs(cfg: Any) -> tuple[Kwargs, Skipped]:
     skipped : dict
         ``decoder.field`` -> why it is not passed.
     """
-    d = _section(cfg, "decoder")
+    d = decoder_of(cfg)
     skipped: Skipped = {}
-    beams = _get(d, "num_beams")
-    kwargs: Kwargs = {"beam_width": beams if beams is not None else 1}
-    max_new = _get(d, "max_new_tokens")
-    kwargs["max_tokens"] = max_new if max_new is not None else BEAM_DEFAULT_MAX_TOKENS
-    for name in ("ignore_eos", "temperature", "length_penalty"):
-        value = _get(d, name)
-        if value is not None:
-            kwargs[name] = value
-    if _get(d, "early_stopping") is not None:
-        skipped["decoder.early_stopping"] = "vLLM's BeamSearchParams has no early_stopping"
-    for name in (
-        "top_k",
-        "top_p",
-        "min_p",
-        "typical_p",
-        "repetition_penalty",
-        "presence_penalty",
-        "frequency_penalty",
-        "no_repeat_ngram_size",
-        "min_new_tokens",
-        "n",
-        "do_sample",
-    ):
-        if _get(d, name) is not None:
-            skipped[f"decoder.{name}"] = f"vLLM's beam search takes no {name}"
+    kwargs = engine_kwargs(cfg, "vllm", "beam", decoder=d)
+    # Both are required by BeamSearchParams.
+    kwargs.setdefault(spec.engine_arg("vllm", "decoder.num_beams").name, 1)
+    kwargs.setdefault(spec.engine_arg("vllm", "decoder.max_new_tokens").name, BEAM_DEFAULT_MAX_TOKENS)
+    beam_rows = {arg.path for arg in spec.engine_args("vllm", target="beam")}
+    # decoder.seed seeds the engine (see vllm_engine_kwargs), so beam search uses it too.
+    engine_rows = {arg.path for arg in spec.engine_args("vllm", section="decoder", target="llm")}
+    for row in spec.params("decoder"):
+        if row.path in beam_rows | engine_rows or row.name == "preset" or _get(d, row.name) is None:
+            continue  # passed, or a preset (already expanded into the other fields)
+        if row.path in _rule_fields(_BEAM_RULE):
+            skipped[row.path] = f"vLLM's BeamSearchParams has no {row.name}"
+        else:
+            skipped[row.path] = f"vLLM's beam search takes no {row.name}"
     return kwargs, skipped
 
 
@@ -349,29 +295,11 @@ def token_times_from_counts(events: Iterable[tuple[float, int]]) -> tuple[float,
     return tuple(times)
 
 
-#: ``decoder.field`` -> SamplingParams attribute, for reading back effective values.
-SAMPLING_READBACK = {
-    "decoder.temperature": "temperature",
-    "decoder.top_k": "top_k",
-    "decoder.top_p": "top_p",
-    "decoder.min_p": "min_p",
-    "decoder.repetition_penalty": "repetition_penalty",
-    "decoder.presence_penalty": "presence_penalty",
-    "decoder.frequency_penalty": "frequency_penalty",
-    "decoder.max_new_tokens": "max_tokens",
-    "decoder.min_new_tokens": "min_tokens",
-    "decoder.ignore_eos": "ignore_eos",
-    "decoder.n": "n",
-}
+#: ``decoder.field`` -> SamplingParams attribute, for reading back effective values (from the table).
+SAMPLING_READBACK = readback_map("vllm", "sampling")
 
-#: ``decoder.field`` -> BeamSearchParams attribute.
-BEAM_READBACK = {
-    "decoder.num_beams": "beam_width",
-    "decoder.max_new_tokens": "max_tokens",
-    "decoder.temperature": "temperature",
-    "decoder.length_penalty": "length_penalty",
-    "decoder.ignore_eos": "ignore_eos",
-}
+#: ``decoder.field`` -> BeamSearchParams attribute (from the table).
+BEAM_READBACK = readback_map("vllm", "beam")
 
 
 def read_back(params: Any, mapping: Mapping[str, str], given: Mapping[str, Any]) -> dict[str, Any]:
@@ -439,50 +367,12 @@ def known_fields(cls: Any, **values: Any) -> Any:
     return cls(**{k: v for k, v in values.items() if k in names})
 
 
-def _attr_path(obj: Any, path: str) -> Any:
-    for part in path.split("."):
-        if obj is None:
-            return None
-        obj = getattr(obj, part, None)
-    return obj
-
-
-#: ``section.field`` -> where vLLM keeps the resolved value, tried in order.
-_VLLM_EFFECTIVE = {
-    "vllm.dtype": ("model_config.dtype",),
-    "vllm.max_model_len": ("model_config.max_model_len",),
-    "vllm.quantization": ("model_config.quantization",),
-    "vllm.enforce_eager": ("model_config.enforce_eager",),
-    "vllm.revision": ("model_config.revision",),
-    "vllm.trust_remote_code": ("model_config.trust_remote_code",),
-    "vllm.block_size": ("cache_config.block_size",),
-    "vllm.gpu_memory_utilization": ("cache_config.gpu_memory_utilization",),
-    "vllm.kv_cache_dtype": ("cache_config.cache_dtype",),
-    "vllm.enable_prefix_caching": ("cache_config.enable_prefix_caching",),
-    "vllm.kv_cache_memory_bytes": ("cache_config.kv_cache_memory_bytes",),
-    "vllm.swap_space": ("cache_config.swap_space",),
-    "vllm.cpu_offload_gb": ("offload_config.cpu_offload_gb", "cache_config.cpu_offload_gb"),
-    "vllm.max_num_seqs": ("scheduler_config.max_num_seqs",),
-    "vllm.max_num_batched_tokens": ("scheduler_config.max_num_batched_tokens",),
-    "vllm.enable_chunked_prefill": ("scheduler_config.enable_chunked_prefill",),
-    "vllm.tensor_parallel_size": ("parallel_config.tensor_parallel_size",),
-    "vllm.pipeline_parallel_size": ("parallel_config.pipeline_parallel_size",),
-    "vllm.disable_custom_all_reduce": ("parallel_config.disable_custom_all_reduce",),
-    "vllm.attention_backend": ("attention_config.backend",),
-    "vllm.flash_attn_version": ("attention_config.flash_attn_version",),
-}
-
-
 def effective_from_vllm_config(vllm_config: Any) -> dict[str, Any]:
-    """Resolved values read back from a ``VllmConfig`` (or anything with its attributes)."""
-    found: dict[str, Any] = {}
-    for key, paths in _VLLM_EFFECTIVE.items():
-        for path in paths:
-            value = _attr_path(vllm_config, path)
-            if value is not None:
-                found[key] = value if isinstance(value, (int, float, bool, str)) else str(value)
-                break
-    return found
+    """Resolved values read back from a ``VllmConfig`` (or anything with its attributes).
+
+    Where vLLM keeps each value is the rows' ``engine_readback`` (``model_config.dtype``...).
+    """
+    return read_effective(vllm_config, "vllm")
 
 
 class VLLMBackend:
@@ -696,12 +586,12 @@ class VLLMBackend:
         """The loaded params, or a copy with this batch's overrides."""
         over: Kwargs = {}
         if max_new_tokens is not None:
-            over["max_tokens"] = max_new_tokens
+            over[spec.engine_arg("vllm", "decoder.max_new_tokens").name] = max_new_tokens
         if not self._beam:
             if min_new_tokens is not None:
-                over["min_tokens"] = min_new_tokens
+                over[spec.engine_arg("vllm", "decoder.min_new_tokens").name] = min_new_tokens
             if seed is not None:
-                over["seed"] = seed
+                over["seed"] = seed  # SamplingParams.seed: a protocol argument (spec.engine_targets)
         if not over:
             return self._params
         return self._params_cls(**{**self._params_kw, **over})
@@ -727,12 +617,15 @@ class VLLMBackend:
             if version is not None:
                 os.environ["VLLM_FLASH_ATTN_VERSION"] = str(version)
                 effective["vllm.flash_attn_version"] = f"{version} (set through VLLM_FLASH_ATTN_VERSION)"
-        for name in _ENGINE_SAME_NAME + ("speculative_config", "seed"):
+        # What llem's named fields produce (not pass-through keys): argument -> the row behind it.
+        produced = {arg.name: arg.path for arg in spec.engine_args("vllm", target="llm")}
+        for target in spec.engine_targets("vllm").values():
+            if target.parent == "llm":
+                produced[target.name] = spec.engine_args("vllm", target=target.name)[0].path
+        for name, path in produced.items():
             if name in kwargs and name not in known:
                 del kwargs[name]
-                field = "speculative_model" if name == "speculative_config" else name
-                section = "decoder" if name == "seed" else "vllm"
-                skipped[f"{section}.{field}"] = (
+                skipped[path] = (
                     f"the installed vLLM {getattr(vllm, '__version__', '')} has no {name!r} engine argument"
                 )
         return kwargs
