@@ -7,7 +7,10 @@ Two layers, as in :mod:`llem.backends.vllm`:
   ``LLM`` and ``SamplingParams``. Nested configs are given as plain dicts
   (``quant_config``, ``kv_cache_config``, ``build_config``) holding the engine's field
   names, with QuantAlgo members spelled by name; :func:`build_llm_objects` turns them into
-  the engine's classes at run time. Each function returns ``(kwargs, skipped)``;
+  the engine's classes at run time. Each function returns ``(kwargs, skipped)``. The
+  argument names, where each goes, the QuantAlgo spelling of each quantization and
+  KV-cache choice, and where the resolved value is read back all come from the table's
+  rows (``spec.engine_args("tensorrt")``);
 - :class:`TensorRTBackend`, thin run code that imports ``tensorrt_llm`` on first use.
 
 llem's ``tensorrt`` backend is TensorRT-LLM's TensorRT-engine path: in TensorRT-LLM 1.x
@@ -36,7 +39,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from llem import spec
 from llem.backends.base import BatchOutput, LoadInfo, PhaseCallback, RequestOutput
+from llem.backends.table import decoder_of, engine_kwargs, nested_kwargs, read_effective, readback_map
 from llem.backends.vllm import (
     _get,
     _merge_passthrough,
@@ -49,7 +54,7 @@ from llem.backends.vllm import (
     token_times_from_counts,
     truncate_ids,
 )
-from llem.errors import ConfigError, LlemError, did_you_mean, missing_dependency
+from llem.errors import ConfigError, LlemError, missing_dependency
 
 __all__ = [
     "TensorRTBackend",
@@ -57,136 +62,34 @@ __all__ = [
     "trtllm_sampling_kwargs",
     "trtllm_engine_cache_dir",
     "build_llm_objects",
+    "effective_from_llm_args",
     "QUANT_ALGOS",
-    "LLEM_QUANTIZATION",
-    "LLEM_KV_CACHE_DTYPE",
 ]
 
 Kwargs = dict[str, Any]
 Skipped = dict[str, str]
 
-#: TensorRT-LLM's QuantAlgo member names (tensorrt_llm/quantization/mode.py, v0.12 to 1.x).
-QUANT_ALGOS = (
-    "W8A16",
-    "W4A16",
-    "W4A16_AWQ",
-    "W4A8_AWQ",
-    "W8A16_GPTQ",
-    "W4A16_GPTQ",
-    "W8A8_SQ_PER_CHANNEL",
-    "W8A8_SQ_PER_TENSOR_PLUGIN",
-    "W8A8_SQ_PER_CHANNEL_PER_TOKEN_PLUGIN",
-    "W8A8_SQ_PER_CHANNEL_PER_TENSOR_PLUGIN",
-    "W8A8_SQ_PER_TENSOR_PER_TOKEN_PLUGIN",
-    "W4A8_QSERVE_PER_GROUP",
-    "W4A8_QSERVE_PER_CHANNEL",
-    "FP8",
-    "FP8_PER_CHANNEL_PER_TOKEN",
-    "FP8_BLOCK_SCALES",
-    "NVFP4",
-    "W4A8_NVFP4_FP8",
-    "W4A8_MXFP4_FP8",
-    "W4A8_MXFP4_MXFP8",
-    "W4A16_MXFP4",
-    "MIXED_PRECISION",
-)
-
-#: llem's ``tensorrt.quantization`` names -> QuantAlgo member.
-LLEM_QUANTIZATION = {
-    "fp8": "FP8",
-    "fp8_rowwise": "FP8_PER_CHANNEL_PER_TOKEN",
-    "fp8_block": "FP8_BLOCK_SCALES",
-    "int8_sq": "W8A8_SQ_PER_CHANNEL",
-    "int8_weight_only": "W8A16",
-    "int4_weight_only": "W4A16",
-    "int8_wo": "W8A16",
-    "int4_wo": "W4A16",
-    "int4_awq": "W4A16_AWQ",
-    "w4a8_awq": "W4A8_AWQ",
-    "int4_gptq": "W4A16_GPTQ",
-    "int8_gptq": "W8A16_GPTQ",
-    "nvfp4": "NVFP4",
-}
-
-#: llem's ``tensorrt.kv_cache_dtype`` -> QuantAlgo for ``QuantConfig.kv_cache_quant_algo``
-#: (None: the model's own dtype, nothing passed).
-LLEM_KV_CACHE_DTYPE: dict[str, str | None] = {
-    "auto": None,
-    "fp8": "FP8",
-    "fp8_e4m3": "FP8",
-    "int8": "INT8",
-    "nvfp4": "NVFP4",
-}
-
-#: llem ``tensorrt.`` field -> LLM API argument.
-_LLM_FIELDS = {
-    "dtype": "dtype",
-    "tp_size": "tensor_parallel_size",
-    "pp_size": "pipeline_parallel_size",
-    "max_batch_size": "max_batch_size",
-    "max_num_tokens": "max_num_tokens",
-    "max_input_len": "max_input_len",
-    "max_seq_len": "max_seq_len",
-    "trust_remote_code": "trust_remote_code",
-    "revision": "revision",
-}
-
-#: LLM arguments that also size the engine at build time (copied into build_config).
-_BUILD_LIMITS = (
-    "max_batch_size",
-    "max_input_len",
-    "max_seq_len",
-    "max_num_tokens",
-    "max_beam_width",
+#: The QuantAlgo members llem passes (read from the table's engine_values): weight
+#: quantization (tensorrt.quantization) and KV-cache quantization (tensorrt.kv_cache_dtype).
+QUANT_ALGOS: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        algo
+        for arg in spec.engine_args("tensorrt", target="quant_config")
+        for algo in (arg.values or {}).values()
+        if algo is not None
+    )
 )
 
 #: TensorRT-LLM's own value of max_input_len when none is given (BaseLlmArgs validator).
 TRTLLM_DEFAULT_MAX_INPUT_LEN = 1024
 
-#: decoder fields SamplingParams takes under the same name.
-_SAMPLING_SAME_NAME = (
-    "temperature",
-    "top_k",
-    "top_p",
-    "min_p",
-    "repetition_penalty",
-    "presence_penalty",
-    "frequency_penalty",
-    "no_repeat_ngram_size",
-    "seed",
-    "ignore_eos",
-)
-
-
-def _quant_algo(value: str) -> str:
-    """QuantAlgo member name for llem's ``tensorrt.quantization`` value."""
-    key = str(value).strip()
-    if key.lower() in LLEM_QUANTIZATION:
-        return LLEM_QUANTIZATION[key.lower()]
-    if key.upper() in QUANT_ALGOS:
-        return key.upper()
-    known = sorted(LLEM_QUANTIZATION) + list(QUANT_ALGOS)
-    raise ConfigError(
-        f"tensorrt.quantization {value!r} is not a TensorRT-LLM quantization."
-        f"{did_you_mean(key, known)} "
-        f"llem names: {', '.join(sorted(LLEM_QUANTIZATION))}; TensorRT-LLM QuantAlgo names are "
-        "accepted too (for example W8A8_SQ_PER_CHANNEL)."
-    )
-
-
-def _kv_algo(value: str) -> str | None:
-    key = str(value).strip().lower()
-    if key in LLEM_KV_CACHE_DTYPE:
-        return LLEM_KV_CACHE_DTYPE[key]
-    raise ConfigError(
-        f"tensorrt.kv_cache_dtype {value!r} is not a KV-cache type TensorRT-LLM can use."
-        f"{did_you_mean(key, LLEM_KV_CACHE_DTYPE)} Allowed: "
-        f"{', '.join(LLEM_KV_CACHE_DTYPE)} (TensorRT-LLM has no fp8_e5m2 KV cache)."
-    )
+#: The rules saying which decoder fields only act when sampling, and which only in beam search.
+_GREEDY_RULE = "sampling-params-greedy"
+_BEAM_RULE = "beam-params-single-beam"
 
 
 def _beam_width(cfg: Any) -> int | None:
-    beams = _get(_section(cfg, "decoder"), "num_beams")
+    beams = _get(decoder_of(cfg), "num_beams")
     return beams if beams is not None and beams > 1 else None
 
 
@@ -219,56 +122,41 @@ def trtllm_llm_kwargs(cfg: Any, model: str | None = None) -> tuple[Kwargs, Skipp
     t = _section(cfg, "tensorrt")
     kwargs: Kwargs = {"model": model if model is not None else cfg.model}
     skipped: Skipped = {}
+    # decoder.num_beams sizes the engine for beam search only when it asks for beam search.
+    kwargs.update(engine_kwargs(cfg, "tensorrt", "llm", exclude=("decoder.num_beams",)))
 
-    for ours, theirs in _LLM_FIELDS.items():
-        value = _get(t, ours)
-        if value is not None:
-            kwargs[theirs] = value
-
-    if "max_input_len" not in kwargs:
+    input_len = spec.engine_arg("tensorrt", "tensorrt.max_input_len").name
+    if input_len not in kwargs:
         limit = getattr(cfg, "max_input_tokens", None)
         if limit is not None:
-            kwargs["max_input_len"] = limit
+            kwargs[input_len] = limit
 
+    seq_len = spec.engine_arg("tensorrt", "tensorrt.max_seq_len").name
     legacy_out = _get(t, "max_output_len")
     if legacy_out is not None:
-        if "max_seq_len" in kwargs:
+        if seq_len in kwargs:
             skipped["tensorrt.max_output_len"] = (
                 "max_seq_len is set and wins; max_output_len is the name TensorRT-LLM "
                 "used before max_seq_len replaced it"
             )
         else:
-            base = kwargs.get("max_input_len", TRTLLM_DEFAULT_MAX_INPUT_LEN)
-            kwargs["max_seq_len"] = base + legacy_out
+            base = kwargs.get(input_len, TRTLLM_DEFAULT_MAX_INPUT_LEN)
+            kwargs[seq_len] = base + legacy_out
 
     beams = _beam_width(cfg)
     if beams is not None:
-        kwargs["max_beam_width"] = beams
+        kwargs[spec.engine_arg("tensorrt", "decoder.num_beams").name] = beams
 
-    quant: Kwargs = {}
-    if _get(t, "quantization") is not None:
-        quant["quant_algo"] = _quant_algo(_get(t, "quantization"))
-    if _get(t, "kv_cache_dtype") is not None:
-        algo = _kv_algo(_get(t, "kv_cache_dtype"))
-        if algo is not None:
-            quant["kv_cache_quant_algo"] = algo
-    if quant:
-        kwargs["quant_config"] = quant
-
-    kv: Kwargs = {}
-    if _get(t, "kv_cache_free_gpu_memory_fraction") is not None:
-        kv["free_gpu_memory_fraction"] = _get(t, "kv_cache_free_gpu_memory_fraction")
-    if _get(t, "enable_kv_cache_reuse") is not None:
-        kv["enable_block_reuse"] = _get(t, "enable_kv_cache_reuse")
-    if kv:
-        kwargs["kv_cache_config"] = kv
-
-    if _get(t, "builder_opt_level") is not None:
-        build: Kwargs = {"opt_level": _get(t, "builder_opt_level")}
-        for name in _BUILD_LIMITS:
-            if name in kwargs:
-                build[name] = kwargs[name]
-        kwargs["build_config"] = build
+    nested = nested_kwargs(cfg, "tensorrt", "llm")
+    # A BuildConfig is passed only when a field that only it takes is set; the LLM's size
+    # limits are then copied in, since a given BuildConfig wins over them.
+    nested.pop("build_config", None)
+    limits = [arg for arg in spec.engine_args("tensorrt", target="build_config") if "llm" in arg.targets]
+    build = engine_kwargs(cfg, "tensorrt", "build_config", exclude=[arg.path for arg in limits])
+    if build:
+        build.update({arg.name: kwargs[arg.name] for arg in limits if arg.name in kwargs})
+        nested["build_config"] = build
+    kwargs.update(nested)
 
     _skip_lora(cfg, skipped, "TensorRT-LLM")
     _merge_passthrough(kwargs, _passthrough(cfg), "TensorRT-LLM")
@@ -291,77 +179,43 @@ def trtllm_sampling_kwargs(cfg: Any) -> tuple[Kwargs, Skipped]:
     skipped : dict
         ``decoder.field`` -> why it is not passed.
     """
-    d = _section(cfg, "decoder")
-    kwargs: Kwargs = {}
+    d = decoder_of(cfg)
     skipped: Skipped = {}
-
-    for name in _SAMPLING_SAME_NAME:
-        value = _get(d, name)
-        if value is not None:
-            kwargs[name] = value
-    if _get(d, "max_new_tokens") is not None:
-        kwargs["max_tokens"] = _get(d, "max_new_tokens")
-    if _get(d, "min_new_tokens") is not None:
-        kwargs["min_tokens"] = _get(d, "min_new_tokens")
-    n = _get(d, "n")
-    if n is not None:
-        kwargs["n"] = n
-
+    beam_only = spec.rule(_BEAM_RULE).skip
     beams = _beam_width(cfg)
+    kwargs = engine_kwargs(cfg, "tensorrt", "sampling", decoder=d, exclude=() if beams else beam_only)
+
+    n = spec.engine_arg("tensorrt", "decoder.n").name
     if beams is not None:
-        kwargs["use_beam_search"] = True
-        if n is not None and n != beams:
+        kwargs["use_beam_search"] = True  # a protocol argument (spec.engine_targets)
+        if kwargs.get(n) is not None and kwargs[n] != beams:
             kwargs["best_of"] = beams
         else:
-            kwargs["n"] = beams
-        if _get(d, "length_penalty") is not None:
-            kwargs["length_penalty"] = _get(d, "length_penalty")
-        stop = _get(d, "early_stopping")
-        if stop is not None:
-            if isinstance(stop, bool):
-                kwargs["early_stopping"] = int(stop)
-            else:
-                skipped["decoder.early_stopping"] = (
-                    f"TensorRT-LLM's early_stopping is an int (1 = True, 0 = False); "
-                    f"{stop!r} has no equivalent"
-                )
+            kwargs[n] = beams
     else:
-        for name in ("length_penalty", "early_stopping"):
-            if _get(d, name) is not None:
-                skipped[f"decoder.{name}"] = "only used by beam search (num_beams > 1)"
+        for path in beam_only:
+            if _get(d, spec.param(path).name) is not None:
+                skipped[path] = "only used by beam search (num_beams > 1)"
 
     if _get(d, "do_sample") is False and beams is None:
-        for name in ("temperature", "top_p", "min_p"):
-            if name in kwargs:
-                del kwargs[name]
-                skipped[f"decoder.{name}"] = "do_sample is False: greedy decoding ignores it"
-        if kwargs.get("top_k") not in (None, 1):
+        # Greedy in TensorRT-LLM is top_k=1; the other sampling fields then have no effect.
+        top_k = spec.engine_arg("tensorrt", "decoder.top_k").name
+        for arg in spec.engine_args("tensorrt", target="sampling"):
+            if arg.path in spec.rule(_GREEDY_RULE).skip and arg.name in kwargs and arg.name != top_k:
+                del kwargs[arg.name]
+                skipped[arg.path] = "do_sample is False: greedy decoding ignores it"
+        if kwargs.get(top_k) not in (None, 1):
             skipped["decoder.top_k"] = "do_sample is False: greedy decoding is top_k=1"
-        kwargs["top_k"] = 1
+        kwargs[top_k] = 1
 
-    if _get(d, "typical_p") is not None:
-        skipped["decoder.typical_p"] = "TensorRT-LLM's SamplingParams has no typical_p"
+    for row in spec.params("decoder"):
+        if "tensorrt" not in row.backends and _get(d, row.name) is not None:
+            skipped[row.path] = f"TensorRT-LLM's SamplingParams has no {row.name}"
     return kwargs, skipped
 
 
-#: ``decoder.field`` -> TensorRT-LLM SamplingParams attribute, for effective values.
-TRT_SAMPLING_READBACK = {
-    "decoder.temperature": "temperature",
-    "decoder.top_k": "top_k",
-    "decoder.top_p": "top_p",
-    "decoder.min_p": "min_p",
-    "decoder.repetition_penalty": "repetition_penalty",
-    "decoder.presence_penalty": "presence_penalty",
-    "decoder.frequency_penalty": "frequency_penalty",
-    "decoder.no_repeat_ngram_size": "no_repeat_ngram_size",
-    "decoder.max_new_tokens": "max_tokens",
-    "decoder.min_new_tokens": "min_tokens",
-    "decoder.seed": "seed",
-    "decoder.ignore_eos": "ignore_eos",
-    "decoder.n": "n",
-    "decoder.length_penalty": "length_penalty",
-    "decoder.early_stopping": "early_stopping",
-}
+#: ``decoder.field`` -> TensorRT-LLM SamplingParams attribute, for effective values (from the table).
+TRT_SAMPLING_READBACK = readback_map("tensorrt", "sampling")
 
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -453,35 +307,13 @@ def _resolve_model(cfg: Any) -> str:
     return spec.id_or_path
 
 
-#: ``section.field`` -> attribute path in the LLM's ``args`` (LlmArgs).
-_TRT_EFFECTIVE = {
-    "tensorrt.dtype": ("dtype",),
-    "tensorrt.tp_size": ("tensor_parallel_size",),
-    "tensorrt.pp_size": ("pipeline_parallel_size",),
-    "tensorrt.max_batch_size": ("build_config.max_batch_size", "max_batch_size"),
-    "tensorrt.max_input_len": ("build_config.max_input_len", "max_input_len"),
-    "tensorrt.max_seq_len": ("build_config.max_seq_len", "max_seq_len"),
-    "tensorrt.max_num_tokens": ("build_config.max_num_tokens", "max_num_tokens"),
-    "tensorrt.builder_opt_level": ("build_config.opt_level",),
-    "tensorrt.quantization": ("quant_config.quant_algo",),
-    "tensorrt.kv_cache_dtype": ("quant_config.kv_cache_quant_algo", "kv_cache_config.dtype"),
-    "tensorrt.kv_cache_free_gpu_memory_fraction": ("kv_cache_config.free_gpu_memory_fraction",),
-    "tensorrt.enable_kv_cache_reuse": ("kv_cache_config.enable_block_reuse",),
-}
-
-
 def effective_from_llm_args(args: Any) -> dict[str, Any]:
-    """Resolved values read back from a TensorRT-LLM ``LlmArgs`` (or a look-alike)."""
-    found: dict[str, Any] = {}
-    for key, paths in _TRT_EFFECTIVE.items():
-        for path in paths:
-            obj = args
-            for part in path.split("."):
-                obj = getattr(obj, part, None) if obj is not None else None
-            if obj is not None:
-                found[key] = obj if isinstance(obj, (int, float, bool, str)) else str(obj)
-                break
-    return found
+    """Resolved values read back from a TensorRT-LLM ``LlmArgs`` (or a look-alike).
+
+    Where TensorRT-LLM keeps each value is the rows' ``engine_readback``
+    (``build_config.max_batch_size``, ``quant_config.quant_algo``...).
+    """
+    return read_effective(args, "tensorrt")
 
 
 def _iterable(obj: Any) -> bool:
@@ -598,11 +430,11 @@ class TensorRTBackend:
         llm = self._loaded()
         params = self._params
         over = {
-            k: v
-            for k, v in (
-                ("max_tokens", max_new_tokens),
-                ("min_tokens", min_new_tokens),
-                ("seed", seed),
+            spec.engine_arg("tensorrt", path).name: v
+            for path, v in (
+                ("decoder.max_new_tokens", max_new_tokens),
+                ("decoder.min_new_tokens", min_new_tokens),
+                ("decoder.seed", seed),
             )
             if v is not None
         }

@@ -203,9 +203,12 @@ def test_quantization_names_become_quant_algos(make, ours, algo):
     assert algo in tb.QUANT_ALGOS
 
 
-def test_quant_algo_names_are_accepted_as_is():
-    kwargs, _ = tb.trtllm_llm_kwargs(standin(tensorrt={"quantization": "w4a16_gptq"}))
-    assert kwargs["quant_config"] == {"quant_algo": "W4A16_GPTQ"}
+@pytest.mark.parametrize("name", ["w4a16_gptq", "W4A16_GPTQ", "int4_gptq", "nvfp4", "fp8_block"])
+def test_names_the_row_refuses_are_not_translated(name):
+    # The table allows six quantization names (tensorrt.quantization); a QuantAlgo member or
+    # another name is refused by the config, and the translation refuses it too.
+    with pytest.raises(ConfigError, match="Allowed: fp8, int8_sq, int4_awq"):
+        tb.trtllm_llm_kwargs(standin(tensorrt={"quantization": name}))
 
 
 def test_unknown_quantization_is_refused_with_a_suggestion():
