@@ -1,7 +1,9 @@
 """The PyTorch backend: Hugging Face transformers ``generate`` with real per-token timing.
 
 Every field of the ``pytorch`` and ``decoder`` config sections maps to the real
-transformers or torch setting. A field left unset (None) is not passed, so transformers
+transformers or torch setting; which setting, and where it goes (``from_pretrained``,
+``BitsAndBytesConfig``, ``GenerationConfig``, ``torch.compile``), is in the table's rows
+(``spec.engine_args("pytorch")``). A field left unset (None) is not passed, so transformers
 uses its own default; after loading, the value transformers actually uses is read back
 (from ``model.generation_config``, ``model.config`` and the weights' dtype) into
 :attr:`LoadInfo.effective`. A field that has no effect in the given setting (a sampling
@@ -31,6 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from llem.backends.base import BatchOutput, LoadInfo, PhaseCallback, RequestOutput
+from llem.backends.table import refuse_untranslatable
 from llem.errors import (
     ConfigError,
     MissingDependencyError,
@@ -40,34 +43,35 @@ from llem.errors import (
 )
 from llem.models import not_found as model_not_found
 from llem.models import resolve_adapter, resolve_model
+from llem.spec import engine_arg, engine_args, rule
 
-#: decoder fields that only act when sampling
-SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_p", "typical_p")
-#: decoder fields that only act with beam search
-BEAM_FIELDS = ("length_penalty", "early_stopping")
-#: decoder fields passed straight to transformers' GenerationConfig under the same name
-DECODER_FIELDS = (
-    "do_sample",
-    *SAMPLING_FIELDS,
-    "repetition_penalty",
-    "no_repeat_ngram_size",
-    "max_new_tokens",
-    "min_new_tokens",
-    "num_beams",
-    *BEAM_FIELDS,
+#: Decoder rows that go to transformers' GenerationConfig (the table's engine_target).
+DECODER_FIELDS = tuple(a.row.name for a in engine_args("pytorch", section="decoder", target="generation"))
+#: Those that only act when sampling (the fields of the table's rule sampling-params-greedy).
+SAMPLING_FIELDS = tuple(
+    n for n in DECODER_FIELDS if f"decoder.{n}" in rule("sampling-params-greedy").skip
 )
-BNB_4BIT_FIELDS = ("bnb_4bit_compute_dtype", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant")
+#: Those that only act with beam search (the fields of the rule beam-params-single-beam).
+BEAM_FIELDS = tuple(n for n in DECODER_FIELDS if f"decoder.{n}" in rule("beam-params-single-beam").skip)
+#: Those passed whenever they are set.
+_ALWAYS_FIELDS = tuple(
+    n for n in DECODER_FIELDS if n != "do_sample" and n not in SAMPLING_FIELDS + BEAM_FIELDS
+)
+#: BitsAndBytesConfig rows other than the two load flags: they only configure 4-bit loading.
+BNB_4BIT_FIELDS = tuple(
+    a.row.name
+    for a in engine_args("pytorch", target="quantization_config")
+    if a.row.name not in ("load_in_4bit", "load_in_8bit")
+)
+#: Row name -> GenerationConfig attribute, for every row that goes there.
+_GENERATION_NAMES = {a.row.name: a.name for a in engine_args("pytorch", target="generation")}
 
-_DTYPES = {
-    "float32": "float32",
-    "fp32": "float32",
-    "float16": "float16",
-    "fp16": "float16",
-    "half": "float16",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-    "auto": "auto",
-}
+
+def _torch_value(torch: Any, value: Any) -> Any:
+    """An engine value from the table: ``"torch.<name>"`` is that torch attribute (a dtype)."""
+    if isinstance(value, str) and value.startswith("torch."):
+        return getattr(torch, value.removeprefix("torch."))
+    return value
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -199,6 +203,7 @@ class PyTorchBackend:
         skipped: dict[str, str] = {}
         notes: list[str] = []
         self._facts = {"compile_failed": False}
+        refuse_untranslatable(config, "pytorch", decoder=dec)  # a value the table refuses
         spec = resolve_model(_get(config, "model") or "tiny-random-llama")
         cuda = torch.cuda.is_available()
 
@@ -209,21 +214,16 @@ class PyTorchBackend:
             if importlib.util.find_spec("gguf") is None:
                 raise missing_dependency("gguf", "pytorch", "loading a GGUF model file")
             notes.append("Model weights come from a GGUF file and are dequantized on load.")
-        for name in ("revision", "trust_remote_code"):
-            value = _get(pt, name)
+        for arg in engine_args("pytorch", target="tokenizer"):  # revision, trust_remote_code
+            value = _get(pt, arg.row.name)
             if value is not None:
-                load_kw[name] = tok_kw[name] = value
+                load_kw[arg.name] = tok_kw[arg.name] = value
 
         # dtype
         dtype = _get(pt, "dtype")
         if dtype is not None:
-            key = str(dtype).replace("torch.", "")
-            if key not in _DTYPES:
-                raise ConfigError(
-                    f"pytorch.dtype {dtype!r} is not a dtype llem knows; use one of "
-                    f"{', '.join(sorted(set(_DTYPES.values())))}."
-                )
-            load_kw["dtype"] = _DTYPES[key] if key == "auto" else getattr(torch, _DTYPES[key])
+            arg = engine_arg("pytorch", "pytorch.dtype")
+            load_kw[arg.name] = _torch_value(torch, arg.translate(dtype))
 
         # attention implementation
         attn = _get(pt, "attn_implementation")
@@ -251,7 +251,8 @@ class PyTorchBackend:
                 for name in BNB_4BIT_FIELDS:
                     value = _get(pt, name)
                     if value is not None:
-                        bnb[name] = getattr(torch, value) if name.endswith("dtype") else value
+                        arg = engine_arg("pytorch", f"pytorch.{name}")
+                        bnb[arg.name] = _torch_value(torch, arg.translate(value))
             load_kw["quantization_config"] = BitsAndBytesConfig(**bnb)
             _quiet_repeated_warnings("bitsandbytes")
 
@@ -548,13 +549,7 @@ class PyTorchBackend:
                     f"no effect with greedy decoding (do_sample is False, {origin}); "
                     "set decoder.do_sample=True to sample"
                 )
-        for name in (
-            "repetition_penalty",
-            "no_repeat_ngram_size",
-            "max_new_tokens",
-            "min_new_tokens",
-            "num_beams",
-        ):
+        for name in _ALWAYS_FIELDS:
             if user[name] is not None:
                 kw[name] = user[name]
         num_beams = kw.get("num_beams", base_value("num_beams")) or 1
@@ -620,6 +615,7 @@ class PyTorchBackend:
             kw["output_scores"] = True
             kw["return_dict_in_generate"] = True
 
+        kw = {_GENERATION_NAMES.get(k, k): v for k, v in kw.items()}  # transformers' names
         self._named_gen_keys = set(kw) | set(extra)
         gen_cfg = copy.deepcopy(base)
         try:
@@ -632,6 +628,7 @@ class PyTorchBackend:
 
         # effective values: generation config, else transformers' defaults
         def eff(name: str) -> Any:
+            name = _GENERATION_NAMES.get(name, name)
             v = getattr(gen_cfg, name, None)
             return defaults.get(name) if v is None else v
 
@@ -640,7 +637,7 @@ class PyTorchBackend:
         for name in SAMPLING_FIELDS:
             if eff_sample:
                 effective[f"decoder.{name}"] = eff(name)
-        for name in ("repetition_penalty", "no_repeat_ngram_size", "num_beams", "min_new_tokens"):
+        for name in _ALWAYS_FIELDS:
             effective[f"decoder.{name}"] = eff(name)
         if (eff("num_beams") or 1) > 1:
             for name in BEAM_FIELDS:

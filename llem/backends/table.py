@@ -48,15 +48,15 @@ def decoder_of(cfg: Any) -> Any:
     resolved = getattr(cfg, "resolved_decoder", None)
     if callable(resolved):
         return resolved()
-    return getattr(cfg, "decoder", None)
+    return field(cfg, "decoder")
 
 
 def value_of(cfg: Any, arg: EngineArg, decoder: Any = None) -> Any:
     """The value ``cfg`` sets for ``arg``'s row (None: unset). ``decoder``: from :func:`decoder_of`."""
     section = arg.row.section
     if section == "experiment":
-        return getattr(cfg, arg.row.name, None)
-    holder = decoder if section == "decoder" and decoder is not None else getattr(cfg, section, None)
+        return field(cfg, arg.row.name)
+    holder = decoder if section == "decoder" and decoder is not None else field(cfg, section)
     return field(holder, arg.row.name)
 
 

@@ -268,12 +268,31 @@ def test_placement_and_process_settings():
     b.release()
 
 
-def test_compile_failure_falls_back_to_eager():
-    b, info = load(pytorch__torch_compile=True, pytorch__torch_compile_backend="no-such-backend")
+def _compile_fails_at_once(fn, **kw):
+    raise RuntimeError("backend failed to compile")
+
+
+def _compile_fails_on_first_call(fn, **kw):
+    def compiled(*args, **kwargs):
+        raise RuntimeError("backend failed on the first call")
+
+    return compiled
+
+
+@pytest.mark.parametrize("failing", [_compile_fails_at_once, _compile_fails_on_first_call])
+def test_compile_failure_falls_back_to_eager(monkeypatch, failing):
+    # The failure is staged: a made-up backend name is refused by the table before torch sees it.
+    monkeypatch.setattr(torch, "compile", failing)
+    b, info = load(pytorch__torch_compile=True, pytorch__torch_compile_backend="inductor")
     assert info.effective["pytorch.torch_compile"] is False
     assert "eager" in info.skipped["pytorch.torch_compile"]
     assert b.generate(PROMPTS).requests[0].output_tokens >= 1
     b.release()
+
+
+def test_a_compile_backend_the_table_refuses_is_not_passed():
+    with pytest.raises(ConfigError, match="torch_compile_backend='no-such-backend'.*Allowed: inductor"):
+        load(pytorch__torch_compile=True, pytorch__torch_compile_backend="no-such-backend")
 
 
 def test_compile_options_without_compile_are_skipped():
