@@ -259,33 +259,39 @@ def test_every_argument_the_translation_passes_is_named_by_a_row(backend):
                 assert name in allowed_names(backend, target), unnamed_message(backend, target, name)
 
 
-@pytest.fixture
-def recording_vllm(monkeypatch):
-    """vllm, a fake: records what LLM, SamplingParams and BeamSearchParams receive."""
-    made: dict[str, list[dict]] = {"llm": [], "sampling": [], "beam": []}
+def _recorder(made: dict[str, list[dict]], kind: str, base: type) -> type:
+    """A subclass of a stand-in engine class that records the keyword arguments it gets."""
 
-    def recorder(kind, base):
-        class Recorded(base):
-            def __init__(self, **kwargs):
-                made[kind].append(kwargs)
-                super().__init__(**kwargs)
+    class Recorded(base):  # type: ignore[misc, valid-type]
+        def __init__(self, **kwargs):
+            made[kind].append(kwargs)
+            super().__init__(**kwargs)
 
-        return Recorded
+    return Recorded
 
-    mod = types.ModuleType("vllm")
-    mod.__version__ = "0.0-fake"
-    mod.LLM = recorder("llm", VT.FakeLLM)
-    mod.SamplingParams = recorder("sampling", VT.FakeParams)
-    mod.EngineArgs = object  # not a dataclass: every argument goes through to LLM
-    sp = types.ModuleType("vllm.sampling_params")
-    sp.BeamSearchParams = recorder("beam", VT.FakeParams)
+
+def _fake_torch(monkeypatch) -> None:
     torch = types.ModuleType("torch")
     torch.__version__ = "0-fake"
     torch.cuda = SimpleNamespace(is_available=lambda: True, get_device_name=lambda i: "Fake GPU",
                                  empty_cache=lambda: None)
+    monkeypatch.setitem(sys.modules, "torch", torch)
+
+
+@pytest.fixture
+def recording_vllm(monkeypatch):
+    """vllm, a fake: records what LLM, SamplingParams and BeamSearchParams receive."""
+    made: dict[str, list[dict]] = {"llm": [], "sampling": [], "beam": []}
+    mod = types.ModuleType("vllm")
+    mod.__version__ = "0.0-fake"
+    mod.LLM = _recorder(made, "llm", VT.FakeLLM)
+    mod.SamplingParams = _recorder(made, "sampling", VT.FakeParams)
+    mod.EngineArgs = object  # not a dataclass: every argument goes through to LLM
+    sp = types.ModuleType("vllm.sampling_params")
+    sp.BeamSearchParams = _recorder(made, "beam", VT.FakeParams)
     monkeypatch.setitem(sys.modules, "vllm", mod)
     monkeypatch.setitem(sys.modules, "vllm.sampling_params", sp)
-    monkeypatch.setitem(sys.modules, "torch", torch)
+    _fake_torch(monkeypatch)
     return made
 
 
@@ -310,30 +316,16 @@ def test_vllm_run_code_passes_only_named_arguments(recording_vllm):
 def recording_trtllm(monkeypatch):
     """tensorrt_llm, a fake: records what LLM, its config objects and SamplingParams receive."""
     made: dict[str, list[dict]] = {"llm": [], "sampling": []}
-
-    class LLM(TT.FakeLLM):
-        def __init__(self, **kwargs):
-            made["llm"].append(kwargs)
-            super().__init__(**kwargs)
-
-    class SamplingParams(TT.Recorder):
-        def __init__(self, **kwargs):
-            made["sampling"].append(kwargs)
-            super().__init__(**kwargs)
-
     mod = types.ModuleType("tensorrt_llm")
     mod.__version__ = "0.99-fake"
-    mod.LLM = LLM
-    mod.SamplingParams = SamplingParams
+    mod.LLM = _recorder(made, "llm", TT.FakeLLM)
+    mod.SamplingParams = _recorder(made, "sampling", TT.Recorder)
     api = TT.fake_llmapi()
     mod.llmapi = api
     mod.BuildConfig = api.BuildConfig
-    torch = types.ModuleType("torch")
-    torch.cuda = SimpleNamespace(is_available=lambda: True, get_device_name=lambda i: "Fake GPU",
-                                 empty_cache=lambda: None)
     monkeypatch.setitem(sys.modules, "tensorrt_llm", mod)
     monkeypatch.setitem(sys.modules, "tensorrt_llm.llmapi", api)
-    monkeypatch.setitem(sys.modules, "torch", torch)
+    _fake_torch(monkeypatch)
     return made
 
 

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from llem.backends.base import BatchOutput, LoadInfo, PhaseCallback, RequestOutput
-from llem.backends.table import refuse_untranslatable
+from llem.backends.table import field, refuse_untranslatable
 from llem.errors import (
     ConfigError,
     MissingDependencyError,
@@ -74,13 +74,8 @@ def _torch_value(torch: Any, value: Any) -> Any:
     return value
 
 
-def _get(obj: Any, name: str) -> Any:
-    """Read ``name`` from a config section (traitlets object, namespace or dict); None if absent."""
-    if obj is None:
-        return None
-    if isinstance(obj, dict):
-        return obj.get(name)
-    return getattr(obj, name, None)
+#: Read a field from a config section (traitlets object, namespace or dict); None if absent.
+_get = field
 
 
 def _version(dist: str) -> str | None:
