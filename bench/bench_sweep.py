@@ -75,7 +75,7 @@ def independent() -> tuple[float, float]:
     """Wall time of 12 independent runs, and their time in load + release."""
     from llem.config import ExperimentConfig
     from llem.runner import run
-    from llem.sweep import combinations
+    from llem.study import combinations
 
     configs = []
     for point in combinations(GRID):
@@ -91,7 +91,7 @@ def independent() -> tuple[float, float]:
 
 def swept() -> tuple[float, float, int]:
     """Wall time of the same 12 runs as one sweep, its load + release time, its loads."""
-    from llem.sweep import sweep
+    from llem.study import sweep
 
     with tempfile.TemporaryDirectory() as tmp:
         SPENT.clear()
