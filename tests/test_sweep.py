@@ -532,6 +532,29 @@ def test_ray_tasks_reserve_what_they_measure():
     assert sw.RayExecutor(resources={"num_gpus": 1}).task_options(cfg, gpus) == {"num_gpus": 1}
 
 
+def test_a_local_ray_is_started_on_the_loopback_and_an_address_is_used_as_given(monkeypatch):
+    calls = []
+
+    class Ray:
+        def is_initialized(self):
+            return False
+
+        def init(self, **kw):
+            calls.append(kw)
+
+    monkeypatch.setitem(sys.modules, "ray", Ray())
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    sw.RayExecutor()._ray()
+    sw.RayExecutor("ray://head:10001", init_kwargs={"namespace": "x"})._ray()
+    monkeypatch.setenv("RAY_ADDRESS", "head:6379")
+    sw.RayExecutor()._ray()  # joins the cluster named in the environment
+    assert calls[0] == {"address": None, "_node_ip_address": "127.0.0.1", "include_dashboard": False,
+                        "log_to_driver": False}
+    assert calls[1] == {"address": "ray://head:10001", "include_dashboard": False, "log_to_driver": False,
+                        "namespace": "x"}
+    assert "_node_ip_address" not in calls[2]
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     try:
