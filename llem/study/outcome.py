@@ -20,11 +20,13 @@ from typing import Any
 
 from llem.errors import RunInterrupted, import_optional
 from llem.report import export
-from llem.results import SUMMARY_FIGURES, Stat, _g, compare
+from llem.results import Stat, compare, figure, format_interval, format_number
+from llem.results.figures import html_table, text_table
 from llem.study.grid import Skipped, Trial, jsonable
 from llem.study.plan import PlannedRun, Study
 
-#: Figures summarised over cycles (the same ones :func:`llem.compare` lines up).
+#: Figures summarised over cycles (attributes; their label, unit and scale come from the
+#: figure table, :func:`llem.results.figure`). The one list of the sweep's figures.
 FIGURES = ("tokens_per_s", "ttft_p50_s", "itl_p50_s", "energy_per_token_j", "peak_memory_mib")
 
 ProgressCallback = Callable[["SweepProgress"], None]
@@ -286,23 +288,22 @@ class SweepResult:
     def _cells(self) -> tuple[list[str], list[list[str]]]:
         head = ["configuration", "cycles"]
         for f in FIGURES:
-            name, unit, _ = SUMMARY_FIGURES[f]
-            head.append(f"{name} ({unit}) median [95% CI] spread")
+            head.append(f"{figure(f).heading} median [95% CI] spread")
         body = []
         for row in self.summary():
             cells = [row["label"], str(row["cycles"])]
             for f in FIGURES:
                 st: CycleStat = row[f]
-                _, _, scale = SUMMARY_FIGURES[f]
+                scale = figure(f).scale
                 if st.median is None:
                     cells.append("n/a")
                     continue
-                text = _g(st.median * scale)
+                text = format_number(st.median * scale)
                 if st.ci95 is not None:
-                    text += f" [{_g(st.ci95[0] * scale, 3)}, {_g(st.ci95[1] * scale, 3)}]"
+                    text += " " + format_interval(st.ci95, f)
                 if st.n > 1 and st.spread is not None:
-                    text += f" ±{_g(st.spread * scale / 2, 2)}"
-                if f == "energy_per_token_j" and "estimated" in row["method"]:
+                    text += f" ±{format_number(st.spread * scale / 2, 2)}"
+                if figure(f).energy and "estimated" in row["method"]:
                     text += " (estimated)"
                 cells.append(text)
             body.append(cells)
@@ -318,21 +319,14 @@ class SweepResult:
 
     def __repr__(self) -> str:
         try:
-            head, body = self._cells()
-            widths = [max(len(c) for c in col) for col in zip(head, *body)]
-            lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [head, *body]]
-            return "\n".join(lines + self._footer())
+            return "\n".join(text_table(*self._cells()) + self._footer())
         except Exception as exc:  # noqa: BLE001 - display never raises
             return f"<llem SweepResult: {len(self.results)} results; display failed: {exc!r}>"
 
     def _repr_html_(self) -> str:
         try:
-            head, body = self._cells()
-            e = html.escape
-            th = "".join(f"<th>{e(c)}</th>" for c in head)
-            trs = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in body)
-            foot = "".join(f"<li>{e(x)}</li>" for x in self._footer())
-            return (f"<div class='llem-sweep'><table><tr>{th}</tr>{trs}</table>"
+            foot = "".join(f"<li>{html.escape(x)}</li>" for x in self._footer())
+            return (f"<div class='llem-sweep'>{html_table(*self._cells())}"
                     f"<p>median over cycles, [95% interval of the mean], ± half the spread "
                     f"(max - min)</p><ul>{foot}</ul></div>")
         except Exception:  # noqa: BLE001
