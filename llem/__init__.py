@@ -35,7 +35,7 @@ _LAZY = {
     "load_result": "llem.results",
     "load_results": "llem.results",
     "compare": "llem.results",
-    "sweep": "llem.sweep",
+    "sweep": "llem.study",
 }
 
 __all__ = sorted([*_LAZY, "__version__", "spec", "plots", "report", "load_ipython_extension"])

@@ -4,7 +4,7 @@
 
     llem run config.yaml [-m MODEL -n 32 ...] [--set pytorch.batch_size=4 ...]
                                                            run headless, save the result
-    llem sweep sweep.yaml                                  a grid of runs (llem.sweep)
+    llem sweep sweep.yaml                                  a grid of runs (llem.study)
     llem report RESULTS... -o report.html                  HTML / Markdown / JSON / CSV report
     llem matrix                                            the capability matrix
     llem config validate FILE [--target H100]              check a config (and a GPU tier)
@@ -252,7 +252,7 @@ def run(config: str, sets: dict[str, Any], output_dir: str | None, report_path: 
 def sweep(file: str, results_dir: str | None, no_resume: bool, target: str | None, ray_address: str | None,
           max_retries: int) -> None:
     """Run the sweep in FILE (a config with a `sweep:` block); resumes an interrupted one."""
-    from llem.sweep import sweep_command
+    from llem.study import sweep_command
 
     code = sweep_command(file, ray_address, results_dir=results_dir, resume=not no_resume,
                          target_gpu=target, max_retries=max_retries)

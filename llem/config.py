@@ -424,7 +424,7 @@ class ExperimentConfig(_ExperimentFields):
 
     @classmethod
     def from_yaml(cls, text: str) -> ExperimentConfig:
-        """Parse YAML text; a ``sweep:`` block, if any, is ignored here (see llem.sweep)."""
+        """Parse YAML text; a ``sweep:`` block, if any, is ignored here (see llem.study.sweepfile)."""
         import yaml
 
         try:

@@ -503,7 +503,7 @@ def run(
     backend : backend object, optional
         Use this backend instead of making one for ``config.backend``. The runner calls
         its ``load(config)`` as usual but does not release it at the end: the caller owns
-        it (:func:`llem.sweep` passes one that keeps its model across runs).
+        it (:func:`llem.study.sweep` passes one that keeps its model across runs).
 
     Returns
     -------

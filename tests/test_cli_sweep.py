@@ -14,7 +14,7 @@ def test_sweep_command_passes_ray_address(monkeypatch, tmp_path):
 
     import importlib
 
-    monkeypatch.setattr(importlib.import_module("llem.sweep"), "sweep_command", fake)
+    monkeypatch.setattr(importlib.import_module("llem.study"), "sweep_command", fake)
     f = tmp_path / "s.yaml"
     f.write_text("model: tiny-random-llama\nsweep:\n  grid:\n    pytorch.batch_size: [1, 2]\n")
     for flag in ("--ray", "--ray-address"):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import llem
-import llem.sweep as sw
+import llem.study as sw
 from llem.backends.pytorch import PyTorchBackend
 from llem.config import ExperimentConfig
 from llem.errors import ConfigError, OutOfMemoryError, UnknownNameError
@@ -36,15 +36,16 @@ def base(**study):
 
 @pytest.fixture
 def loads(monkeypatch):
-    """Count real model loads of the pytorch backend."""
-    n = {"load": 0}
-    orig = PyTorchBackend.load
+    """Count real model loads (and reconfigurations) of the pytorch backend."""
+    n = {"load": 0, "reconfigure": 0}
+    for name in n:
+        orig = getattr(PyTorchBackend, name)
 
-    def counted(self, cfg):
-        n["load"] += 1
-        return orig(self, cfg)
+        def counted(self, cfg, _name=name, _orig=orig):
+            n[_name] += 1
+            return _orig(self, cfg)
 
-    monkeypatch.setattr(PyTorchBackend, "load", counted)
+        monkeypatch.setattr(PyTorchBackend, name, counted)
     return n
 
 
@@ -177,6 +178,15 @@ def test_load_counts_per_order():
     assert sw.count_loads(sw.plan(trials, sw.Study(cycles=3, order="sequential"))) == 2
     assert sw.count_loads(sw.plan(trials, sw.Study(cycles=3, order="interleaved"))) == 6
     assert sw.count_loads(sw.plan(trials, sw.Study(cycles=3, order="shuffled"))) >= 6
+    # the groups a Ray actor each runs: neighbours sharing a load key, in plan order
+    groups = sw.load_groups(sw.plan(trials, sw.Study(cycles=2, order="sequential")))
+    assert [[(r.trial.label, r.cycle) for r in g] for g in groups] == [
+        [("batch_size=1, dtype=float32", 0), ("batch_size=1, dtype=float32", 1),
+         ("batch_size=2, dtype=float32", 0), ("batch_size=2, dtype=float32", 1)],
+        [("batch_size=1, dtype=float16", 0), ("batch_size=1, dtype=float16", 1),
+         ("batch_size=2, dtype=float16", 0), ("batch_size=2, dtype=float16", 1)]]
+    interleaved = sw.plan(trials, sw.Study(cycles=2, order="interleaved"))
+    assert [len(g) for g in sw.load_groups(interleaved)] == [2, 2, 2, 2]
 
 
 # ------------------------------------------------------------------------------ running
@@ -224,6 +234,54 @@ def test_a_reused_model_gives_the_same_settings_as_a_fresh_load(tmp_path):
     assert [n for n in last.notes if "reused" not in n] == list(fresh.notes)
     assert last.runs[0].output_tokens == fresh.runs[0].output_tokens == 5 * 2
     assert last.texts == fresh.texts  # greedy: the same text from the reused model
+
+
+def test_two_decode_time_values_load_once_and_reuse_once(tmp_path, loads):
+    executor = sw.LocalExecutor()
+    res = llem.sweep(base(), {"decoder.max_new_tokens": [2, 3]}, executor=executor,
+                     results_dir=tmp_path, progress=False)
+    assert loads["load"] == 1 == res.loads and executor.backend.reuses == 1 == loads["reconfigure"]
+    assert [r.runs[0].output_tokens for r in res.results] == [2 * 2, 3 * 2]  # 2 prompts each
+    assert [any("reused" in n for n in r.notes) for r in res.results] == [False, True]
+
+
+def test_a_backend_without_reconfigure_or_asking_for_a_reload_is_loaded_again(monkeypatch):
+    from llem.backends.base import LoadInfo, ReloadNeeded
+
+    made = []
+
+    class Plain:
+        name = "plain"
+
+        def load(self, cfg):
+            made.append(self)
+            return LoadInfo(model_id="m")
+
+        def release(self):
+            pass
+
+    class Refuses(Plain):
+        def reconfigure(self, cfg):
+            raise ReloadNeeded("this engine sets max_new_tokens while loading")
+
+    cfg = ExperimentConfig.from_dict(base())
+    for cls in (Plain, Refuses):
+        made.clear()
+        monkeypatch.setattr("llem.study.reuse.get_backend_class", lambda name, cls=cls: cls)
+        kept = sw.KeptBackend()
+        kept.load(cfg)
+        info = kept.load(cfg)
+        assert kept.loads == 2 and kept.reuses == 0 and len(made) == 2
+        if cls is Refuses:
+            assert any("sets max_new_tokens while loading" in n for n in info.notes)
+
+
+def test_an_assistant_model_is_loaded_again_for_every_run(tmp_path, loads):
+    cfg = {**base(), "pytorch": {"assistant_model": "tiny-random-llama"}}
+    res = llem.sweep(cfg, {"decoder.max_new_tokens": [2, 3]}, results_dir=tmp_path, progress=False)
+    assert loads["load"] == 2 == res.loads and not res.failures
+    assert any("loaded again" in n and "assistant_model" in n for n in res.results[1].notes)
+    assert [r.runs[0].output_tokens for r in res.results] == [2 * 2, 3 * 2]
 
 
 def test_interrupted_sweep_resumes_with_only_the_missing_runs(tmp_path, loads):
@@ -379,9 +437,12 @@ def test_yaml_mistakes_are_named(tmp_path, capsys):
         sw.load_sweep(h)
 
 
-def test_llem_sweep_is_callable_as_a_module_and_a_function():
-    assert callable(sys.modules["llem.sweep"])
-    assert callable(llem.sweep)
+def test_llem_sweep_is_the_plain_function_of_llem_study():
+    import inspect
+
+    assert llem.sweep is sw.sweep and inspect.isfunction(llem.sweep)
+    assert "llem.sweep" not in sys.modules
+    assert not (Path(llem.__file__).parent / "sweep.py").exists()  # no module of that name
 
 
 def test_cycle_stat():
@@ -422,7 +483,7 @@ def test_in_a_notebook_the_sweep_shows_its_widget(tmp_path, monkeypatch):
     import llem.widgets.sweep as wmod
 
     shown = []
-    monkeypatch.setattr(sw, "_in_notebook", lambda: True)
+    monkeypatch.setattr("llem.study.api._in_notebook", lambda: True)
     monkeypatch.setattr(wmod.SweepWidget, "show", lambda self: shown.append(self))
     res = llem.sweep(base(), {"pytorch.batch_size": [1, 2]}, [{"pytorch.batch_size": 0}],
                      results_dir=tmp_path)
@@ -471,13 +532,37 @@ def test_ray_tasks_reserve_what_they_measure():
     assert sw.RayExecutor(resources={"num_gpus": 1}).task_options(cfg, gpus) == {"num_gpus": 1}
 
 
+def test_a_local_ray_is_started_on_the_loopback_and_an_address_is_used_as_given(monkeypatch):
+    calls = []
+
+    class Ray:
+        def is_initialized(self):
+            return False
+
+        def init(self, **kw):
+            calls.append(kw)
+
+    monkeypatch.setitem(sys.modules, "ray", Ray())
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    sw.RayExecutor()._ray()
+    sw.RayExecutor("ray://head:10001", init_kwargs={"namespace": "x"})._ray()
+    monkeypatch.setenv("RAY_ADDRESS", "head:6379")
+    sw.RayExecutor()._ray()  # joins the cluster named in the environment
+    assert calls[0] == {"address": None, "_node_ip_address": "127.0.0.1", "include_dashboard": False,
+                        "log_to_driver": False}
+    assert calls[1] == {"address": "ray://head:10001", "include_dashboard": False, "log_to_driver": False,
+                        "namespace": "x"}
+    assert "_node_ip_address" not in calls[2]
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     try:
         import ray
     except ImportError:
         pytest.skip("ray is not installed (pip install 'llem[ray]')")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+             _node_ip_address="127.0.0.1")  # the loopback only
     yield ray
     ray.shutdown()
 
@@ -510,6 +595,16 @@ def test_ray_executor_retries_a_trial_whose_worker_died(tmp_path, local_ray):
     assert len(list(tmp_path.glob("*.json"))) == 2  # streamed back to this folder
     assert seen[-1].stage == "done" and seen[-1].done == 2
     assert any("Tier checks were left to the Ray workers" in n for n in res.notes)
+
+
+def test_ray_trials_sharing_a_load_key_load_the_model_once(tmp_path, local_ray):
+    res = llem.sweep(base(), {"decoder.max_new_tokens": [2, 3]}, executor="ray", results_dir=tmp_path,
+                     progress=False)
+    assert not res.failures and len(res.results) == 2
+    assert res.loads == 1  # counted inside the one actor that ran both trials
+    assert [r.runs[0].output_tokens for r in res.results] == [2 * 2, 3 * 2]
+    assert [any("reused" in n for n in r.notes) for r in res.results] == [False, True]
+    assert res.results[0].environment["host"] == res.results[1].environment["host"]
 
 
 def test_ray_executor_records_a_failing_trial(tmp_path, local_ray):

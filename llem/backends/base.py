@@ -3,6 +3,12 @@
 A backend loads a model for an :class:`~llem.config.ExperimentConfig`, generates a batch
 of prompts with real per-token timing, and releases what it holds. Everything heavy (torch,
 transformers, vllm, tensorrt_llm) is imported inside the backend's methods, never at import.
+
+A backend may also offer ``reconfigure(config) -> LoadInfo`` (see :class:`Reconfigurable`):
+apply a config's decode-time settings to the model already loaded. A sweep keeps one
+backend across runs that share their load-time settings (:func:`load_time_values`) and
+calls ``reconfigure`` instead of loading again; a backend without the method, or whose
+``reconfigure`` raises :class:`ReloadNeeded`, is released and loaded again.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from llem import spec
+from llem.errors import LlemError
 from llem.timing import TokenTimes
 
 
@@ -135,3 +143,62 @@ class Backend(Protocol):
     def release(self) -> None:
         """Free the model and any device memory; safe to call twice."""
         ...
+
+
+class ReloadNeeded(LlemError):
+    """Raised by ``reconfigure`` when the config cannot be applied to the loaded model.
+
+    The caller releases the backend and loads the model again. The message says why
+    (nothing is loaded, a load-time setting differs, the setting is made at load time
+    by this engine...).
+    """
+
+
+@runtime_checkable
+class Reconfigurable(Backend, Protocol):
+    """A backend that can take new decode-time settings without loading the model again.
+
+    ``reconfigure`` is optional: the runner never calls it; a sweep does, between runs
+    whose :func:`load_time_values` agree.
+    """
+
+    def reconfigure(self, config: Any) -> LoadInfo:
+        """Apply ``config``'s decode-time settings to the loaded model; return the new LoadInfo.
+
+        The LoadInfo describes the model as it now runs (the load-time part as loaded, the
+        decode-time part from ``config``); its ``load_s`` is the time reconfiguring took.
+
+        Raises
+        ------
+        ReloadNeeded
+            ``config`` needs a fresh load (nothing loaded, other load-time settings, or
+            settings this engine only applies while loading).
+        ConfigError
+            The engine refuses ``config``'s settings.
+        """
+        ...
+
+
+def load_time_paths(backend: str) -> list[str]:
+    """The load-time settings of ``backend``: rows with ``load_time=True`` in llem.spec.
+
+    Those of the ``experiment`` section (model, adapter...) and of ``backend``'s section.
+    """
+    return [f"{p.section}.{p.name}" for p in spec.params()
+            if p.load_time and p.section in ("experiment", backend)]
+
+
+def load_time_values(config: Any) -> dict[str, Any]:
+    """``section.field`` -> value of the settings that decide what ``config`` loads.
+
+    The :func:`load_time_paths` of the config's backend, plus ``experiment.passthrough``
+    (its ``load`` part goes to the loader). Two configs with equal values can share one
+    loaded model.
+    """
+    values: dict[str, Any] = {}
+    for path in load_time_paths(getattr(config, "backend", None) or "pytorch"):
+        section, _, name = path.partition(".")
+        holder = config if section == "experiment" else getattr(config, section, None)
+        values[path] = getattr(holder, name, None)
+    values["experiment.passthrough"] = getattr(config, "passthrough", None)
+    return values

@@ -30,9 +30,17 @@ import importlib.metadata
 import importlib.util
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from llem.backends.base import BatchOutput, LoadInfo, PhaseCallback, RequestOutput
+from llem.backends.base import (
+    BatchOutput,
+    LoadInfo,
+    PhaseCallback,
+    ReloadNeeded,
+    RequestOutput,
+    load_time_values,
+)
 from llem.backends.table import field, refuse_untranslatable
 from llem.errors import (
     ConfigError,
@@ -162,10 +170,16 @@ class PyTorchBackend:
         self._gen_extra: dict[str, Any] = {}
         self._named_gen_keys: set[str] = set()
         self._dtype_name = ""
+        self._loaded: _Loaded | None = None
+        self._decode: _Decode | None = None
 
     # ------------------------------------------------------------------ loading
     def load(self, config: Any) -> LoadInfo:
         """Load the model, tokenizer, adapter and generation settings for ``config``.
+
+        Two halves: the load-time settings (weights, dtype, quantization, attention,
+        placement, adapter, compile), then the decode-time ones, applied by the same code
+        as :meth:`reconfigure`.
 
         Returns
         -------
@@ -190,6 +204,63 @@ class PyTorchBackend:
             raise missing_dependency(pkg, "pytorch", "the pytorch backend") from None
 
         t_start = time.perf_counter()
+        _refuse_untranslatable(config)
+        loaded = self._load_weights(config, torch, transformers)
+        self._loaded = loaded
+        self._apply(config)
+        if loaded.compiled:
+            self._trial_compile(torch, loaded.skipped, loaded.effective)
+        self.info = self._load_info(time.perf_counter() - t_start)
+        return self.info
+
+    def reconfigure(self, config: Any) -> LoadInfo:
+        """Apply ``config``'s decode-time settings to the loaded model, without loading it.
+
+        The decoder section, cache, speculation by prompt lookup, output scores, the
+        ``generate`` pass-through arguments and ``max_input_tokens`` are set as
+        :meth:`load` sets them; the model, tokenizer and adapter stay as loaded.
+
+        Returns
+        -------
+        LoadInfo
+            As :meth:`load` would return for ``config``, with ``load_s`` the time this
+            call took.
+
+        Raises
+        ------
+        ReloadNeeded
+            No model is loaded, a load-time setting of ``config`` differs from the loaded
+            model's, or an ``assistant_model`` is used (transformers takes the draft
+            model with the generation settings, so it is loaded again).
+        ConfigError
+            transformers refuses the generation settings.
+        """
+        loaded = self._loaded
+        if self.model is None or loaded is None:
+            raise ReloadNeeded("PyTorchBackend.reconfigure: no model is loaded; call load(config).")
+        wanted = load_time_values(config)
+        changed = [p for p, v in wanted.items() if loaded.load_values.get(p) != v]
+        if changed:
+            raise ReloadNeeded(
+                f"PyTorchBackend.reconfigure: load-time setting(s) {', '.join(changed)} differ "
+                "from the loaded model's; load the model again."
+            )
+        if _get(_get(config, "pytorch"), "assistant_model"):
+            raise ReloadNeeded(
+                "PyTorchBackend.reconfigure: pytorch.assistant_model is set; the draft model "
+                "is set up with the generation settings, so the model is loaded again."
+            )
+        t0 = time.perf_counter()
+        _refuse_untranslatable(config)
+        self._apply(config)
+        self.info = self._load_info(time.perf_counter() - t0)
+        return self.info
+
+    def _apply(self, config: Any) -> None:
+        """The decode-time half of :meth:`load`: generation settings and their readback."""
+        loaded = self._loaded
+        if loaded is None:
+            raise RuntimeError("PyTorchBackend._apply called before the model was loaded.")
         pt = _get(config, "pytorch")
         resolved = getattr(config, "resolved_decoder", None)
         dec = resolved() if callable(resolved) else _get(config, "decoder")  # preset expanded
@@ -197,8 +268,53 @@ class PyTorchBackend:
         effective: dict[str, Any] = {}
         skipped: dict[str, str] = {}
         notes: list[str] = []
+        gen_cfg, extra = self._generation_config(
+            config, dec, pt, skipped, effective, notes, loaded.cuda, loaded.spec
+        )
+        if loaded.compiled:
+            gen_cfg.disable_compile = True  # llem compiled forward itself; don't compile twice
+        elif _get(pt, "torch_compile") is False:
+            gen_cfg.disable_compile = True
+        pass_gen = passthrough.get("generate") or {}
+        self._check_passthrough(pass_gen, dict.fromkeys(self._named_gen_keys), "generate")
+        for key, value in pass_gen.items():
+            if hasattr(gen_cfg, key):
+                setattr(gen_cfg, key, value)  # a generation setting: into the config
+            else:
+                extra[key] = value  # anything else generate() takes
+        self._gen_config, self._gen_extra = gen_cfg, extra
+        self.max_input_tokens = _get(config, "max_input_tokens")
+        one_at_a_time = "assistant_model" in extra or gen_cfg.prompt_lookup_num_tokens is not None
+        self._decode = _Decode(effective, skipped, notes, 1 if one_at_a_time else None)
+
+    def _load_info(self, load_s: float) -> LoadInfo:
+        """The LoadInfo of the load-time half and the decode-time half now in force."""
+        loaded, decode = self._loaded, self._decode
+        if loaded is None or decode is None:
+            raise RuntimeError("PyTorchBackend._load_info called before load().")
+        return LoadInfo(
+            model_id=loaded.spec.name,
+            num_parameters=loaded.num_parameters,
+            load_s=load_s,
+            effective={**loaded.effective, **decode.effective},
+            skipped={**loaded.skipped, **decode.skipped},
+            versions=dict(loaded.versions),
+            device=self.device,
+            max_context_tokens=loaded.max_context_tokens,
+            max_batch_size=decode.max_batch_size,
+            notes=(*loaded.notes, *decode.notes),
+            model_path=loaded.spec.id_or_path if loaded.spec.is_local else None,
+            facts=dict(self._facts),
+        )
+
+    def _load_weights(self, config: Any, torch: Any, transformers: Any) -> _Loaded:
+        """The load-time half of :meth:`load`: model, tokenizer, adapter, compile, readback."""
+        pt = _get(config, "pytorch")
+        passthrough = _split_passthrough(_get(config, "passthrough") or {})
+        effective: dict[str, Any] = {}
+        skipped: dict[str, str] = {}
+        notes: list[str] = []
         self._facts = {"compile_failed": False}
-        refuse_untranslatable(config, "pytorch", decoder=dec)  # a value the table refuses
         spec = resolve_model(_get(config, "model") or "tiny-random-llama")
         cuda = torch.cuda.is_available()
 
@@ -324,27 +440,9 @@ class PyTorchBackend:
 
         self.model, self.tokenizer = model, tokenizer
         self.device = str(next(model.parameters()).device)
-        self.max_input_tokens = _get(config, "max_input_tokens")
 
-        # torch.compile
+        # torch.compile (tried on a first generation once the generation settings exist)
         compiled = self._maybe_compile(pt, torch, skipped, effective)
-
-        # generation settings
-        gen_cfg, extra = self._generation_config(config, dec, pt, skipped, effective, notes, cuda, spec)
-        if compiled:
-            gen_cfg.disable_compile = True  # llem compiled forward itself; don't compile twice
-        elif _get(pt, "torch_compile") is False:
-            gen_cfg.disable_compile = True
-        pass_gen = passthrough.get("generate") or {}
-        self._check_passthrough(pass_gen, dict.fromkeys(self._named_gen_keys), "generate")
-        for key, value in pass_gen.items():
-            if hasattr(gen_cfg, key):
-                setattr(gen_cfg, key, value)  # a generation setting: into the config
-            else:
-                extra[key] = value  # anything else generate() takes
-        self._gen_config, self._gen_extra = gen_cfg, extra
-        if compiled:
-            self._trial_compile(torch, skipped, effective)
 
         # read back what is in force
         self._dtype_name = str(next(model.parameters()).dtype).replace("torch.", "")
@@ -365,6 +463,9 @@ class PyTorchBackend:
         effective["pytorch.revision"] = getattr(model.config, "_commit_hash", None) or _get(pt, "revision")
         effective["pytorch.trust_remote_code"] = bool(_get(pt, "trust_remote_code"))
 
+        # the checkpoint's own quantization (AWQ, GPTQ...), not bitsandbytes applied on load
+        self._facts["model_prequantized"] = (
+            getattr(model.config, "quantization_config", None) is not None and not (q4 or q8))
         n_params = sum(p.numel() for p in model.parameters())
         if q4:
             n_params = _count_quantized_params(model, n_params)
@@ -374,24 +475,18 @@ class PyTorchBackend:
             v = _version(dist)
             if v:
                 versions[dist] = v
-        self.info = LoadInfo(
-            model_id=spec.name,
-            num_parameters=int(n_params),
-            load_s=time.perf_counter() - t_start,
+        return _Loaded(
+            spec=spec,
+            cuda=cuda,
+            compiled=compiled,
             effective=effective,
             skipped=skipped,
-            versions=versions,
-            device=self.device,
+            notes=notes,
+            num_parameters=int(n_params),
             max_context_tokens=int(ctx) if ctx else None,
-            max_batch_size=1
-            if ("assistant_model" in extra or gen_cfg.prompt_lookup_num_tokens is not None)
-            else None,
-            notes=tuple(notes),
-            model_path=spec.id_or_path if spec.is_local else None,
-            facts={**self._facts,
-                   "model_prequantized": getattr(model.config, "quantization_config", None) is not None},
+            versions=versions,
+            load_values=load_time_values(config),
         )
-        return self.info
 
     @staticmethod
     def _attn_unavailable(attn: str, torch: Any, cuda: bool) -> str | None:
@@ -832,6 +927,7 @@ class PyTorchBackend:
         had = self.model is not None
         self.model = self.tokenizer = self.assistant_model = self.assistant_tokenizer = None
         self._gen_config, self._gen_extra = None, {}
+        self._loaded = self._decode = None
         if had:
             gc.collect()
             try:
@@ -841,6 +937,39 @@ class PyTorchBackend:
                     torch.cuda.empty_cache()
             except Exception:  # noqa: BLE001
                 pass
+
+
+@dataclass
+class _Loaded:
+    """What the load-time half of :meth:`PyTorchBackend.load` resolved (kept for reuse)."""
+
+    spec: Any
+    cuda: bool
+    compiled: bool
+    effective: dict[str, Any]
+    skipped: dict[str, str]
+    notes: list[str]
+    num_parameters: int
+    max_context_tokens: int | None
+    versions: dict[str, str]
+    load_values: dict[str, Any]
+
+
+@dataclass
+class _Decode:
+    """What the decode-time half (:meth:`PyTorchBackend.reconfigure`) resolved."""
+
+    effective: dict[str, Any]
+    skipped: dict[str, str]
+    notes: list[str]
+    max_batch_size: int | None
+
+
+def _refuse_untranslatable(config: Any) -> None:
+    """Refuse, before anything is loaded, a set value the table does not translate for transformers."""
+    resolved = getattr(config, "resolved_decoder", None)
+    dec = resolved() if callable(resolved) else _get(config, "decoder")  # preset expanded
+    refuse_untranslatable(config, "pytorch", decoder=dec)
 
 
 def _split_passthrough(passthrough: Any) -> dict[str, dict[str, Any]]:

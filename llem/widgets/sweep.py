@@ -3,7 +3,7 @@
 Progress says runs done/total, the current setting and the ETA; the comparison report
 replaces nothing and appears under the chart when the sweep ends.
 
-:func:`llem.sweep.sweep` shows one by itself in a notebook (``progress=None``). The chart
+:func:`llem.study.sweep` shows one by itself in a notebook (``progress=None``). The chart
 is drawn as SVG by this module (no plotting library needed): one row per configuration,
 one dot per cycle, a tick at the median; estimated energy says so on the axis.
 """
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from llem.errors import missing_dependency
-from llem.sweep import _clock, sweep_info
+from llem.study.outcome import clock, sweep_info
 
 try:
     import ipywidgets as _w
@@ -121,7 +121,7 @@ class SweepWidget:
 
     # -- feeding ------------------------------------------------------------------------------
     def update(self, event: Any) -> None:
-        """Take a :class:`llem.sweep.SweepProgress` (the sweep's ``progress`` callback)."""
+        """Take a :class:`llem.study.SweepProgress` (the sweep's ``progress`` callback)."""
         with self._lock:
             self.bar.max = max(1, event.total)
             self.bar.value = min(event.total, event.done + event.failed)
@@ -131,7 +131,7 @@ class SweepWidget:
             if event.resumed:
                 text += f" ({event.resumed} found saved)"
             if event.eta_s is not None and event.remaining:
-                text += f", ETA {_clock(event.eta_s)}"
+                text += f", ETA {clock(event.eta_s)}"
             if event.stage == "run":
                 text += f" \u2014 running {event.current}"
             elif event.stage == "failed":

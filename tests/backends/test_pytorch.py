@@ -10,7 +10,7 @@ pytest.importorskip("transformers")
 
 import torch  # noqa: E402
 
-from llem.backends.base import Backend  # noqa: E402
+from llem.backends.base import Backend, Reconfigurable, ReloadNeeded  # noqa: E402
 from llem.backends.pytorch import PyTorchBackend  # noqa: E402
 from llem.errors import ConfigError, ModelNotFoundError, OutOfMemoryError  # noqa: E402
 
@@ -365,6 +365,54 @@ def test_release_twice_and_generate_after_release():
     b.release()
     with pytest.raises(RuntimeError, match="load"):
         b.generate(PROMPTS)
+
+
+def test_reconfigure_applies_decode_time_settings_to_the_loaded_model():
+    assert isinstance(PyTorchBackend(), Reconfigurable)  # reuse is part of the protocol
+    b, info = load(decoder__max_new_tokens=3)
+    model = b.model
+    assert [r.output_tokens for r in b.generate(PROMPTS).requests] == [3, 3]
+    cfg = ns_config(decoder__max_new_tokens=5, decoder__do_sample=True, decoder__temperature=0.7,
+                    decoder__length_penalty=2.0, max_input_tokens=4)
+    again = b.reconfigure(cfg)
+    assert b.model is model  # not loaded again
+    out = b.generate(PROMPTS).requests
+    assert [r.output_tokens for r in out] == [5, 5]  # the next generate takes the new length
+    assert [r.input_tokens for r in out] == [4, 4] and all(r.truncated for r in out)
+    assert again.effective["decoder.max_new_tokens"] == 5
+    assert again.effective["decoder.temperature"] == 0.7
+    assert again.load_s < info.load_s
+    # the same LoadInfo as a fresh load of that config would give
+    fresh = PyTorchBackend()
+    fresh_info = fresh.load(cfg)
+    assert again.effective == fresh_info.effective and again.skipped == fresh_info.skipped
+    assert "decoder.length_penalty" in again.skipped
+    assert again.notes == fresh_info.notes and again.max_batch_size == fresh_info.max_batch_size
+    # and back: a sampling field is no longer in force under greedy decoding
+    back = b.reconfigure(ns_config(decoder__max_new_tokens=2))
+    assert "decoder.temperature" not in back.effective and back.effective["decoder.max_new_tokens"] == 2
+    assert [r.output_tokens for r in b.generate(PROMPTS).requests] == [2, 2]
+    fresh.release()
+    b.release()
+
+
+def test_reconfigure_asks_for_a_reload_when_it_cannot_apply_the_config():
+    b = PyTorchBackend()
+    with pytest.raises(ReloadNeeded, match="no model is loaded"):
+        b.reconfigure(ns_config())
+    b.load(ns_config())
+    with pytest.raises(ReloadNeeded, match="pytorch.dtype"):
+        b.reconfigure(ns_config(pytorch__dtype="float16"))  # a load-time setting
+    with pytest.raises(ConfigError, match="greedy"):
+        b.reconfigure(ns_config(decoder__temperature=0.0, decoder__do_sample=True))
+    b.release()
+    with pytest.raises(ReloadNeeded, match="no model is loaded"):
+        b.reconfigure(ns_config())
+    # the draft model is set up with the generation settings: the backend asks for a reload
+    a, _ = load(pytorch__assistant_model="tiny-random-llama")
+    with pytest.raises(ReloadNeeded, match="assistant_model"):
+        a.reconfigure(ns_config(pytorch__assistant_model="tiny-random-llama", decoder__max_new_tokens=2))
+    a.release()
 
 
 needs_bnb = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None,
