@@ -21,13 +21,13 @@ from typing import Any
 from llem.errors import RunInterrupted, import_optional
 from llem.report import export
 from llem.results import Stat, compare, figure, format_interval, format_number
-from llem.results.figures import html_table, text_table
+from llem.results.figures import attrs, html_table, text_table
 from llem.study.grid import Skipped, Trial, jsonable
 from llem.study.plan import PlannedRun, Study
 
-#: Figures summarised over cycles (attributes; their label, unit and scale come from the
-#: figure table, :func:`llem.results.figure`). The one list of the sweep's figures.
-FIGURES = ("tokens_per_s", "ttft_p50_s", "itl_p50_s", "energy_per_token_j", "peak_memory_mib")
+#: Figures summarised over cycles: the figure table's ``sweep`` view (attributes; label,
+#: unit and scale come from the same table, :func:`llem.results.figure`).
+FIGURES: tuple[str, ...] = attrs("sweep")
 
 ProgressCallback = Callable[["SweepProgress"], None]
 

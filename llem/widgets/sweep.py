@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from llem.errors import missing_dependency
+from llem.results import figure
 from llem.study.outcome import clock, sweep_info
 
 try:
@@ -25,9 +26,8 @@ except ImportError:  # pragma: no cover - depends on the environment
     _w = None
 
 #: Figures the chart can show, in order of preference: (result attribute, title, unit, scale).
-CHART_FIGURES = (
-    ("energy_per_token_j", "energy per token", "mJ", 1e3),
-    ("tokens_per_s", "throughput", "tok/s", 1.0),
+CHART_FIGURES: tuple[tuple[str, str, str, float], ...] = tuple(
+    (f.attr, f.label, f.unit, f.scale) for f in map(figure, ("energy_per_token_j", "tokens_per_s"))
 )
 
 
