@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llem import plugins, spec
+from llem._version import __version__
 from llem.config import ExperimentConfig
 from llem.energy.window import measure
 from llem.errors import ConfigError, RunInterrupted, unknown_name
@@ -191,8 +192,6 @@ def environment(info: Any, backend: Any, meas: Any = None, config_hash: str = ""
     """
     import platform
     import sys
-
-    from llem import __version__
 
     m = machine or get_machine()
     device = str(getattr(info, "device", None) or "cpu")

@@ -30,6 +30,7 @@ from typing import Any
 
 from llem.energy.base import Meter, MeterUnavailableError, Probe, RawSample
 from llem.energy.measurement import DeviceReading, Measurement, PhaseMark, Sample, weakest_method
+from llem.errors import unknown_name
 
 REPLAY_SCHEMA = "llem.replay/1"
 _MIB = 1024**2
@@ -81,9 +82,7 @@ def load_recording(recording: Any = "h100-decode") -> Recording:
         if not path.suffix and not path.exists():
             res = resources.files("llem") / "data" / "replay" / f"{recording}.json"
             if not res.is_file():
-                from llem.errors import unknown_name
-
-                raise unknown_name("recording", str(recording), list_recordings())
+                            raise unknown_name("recording", str(recording), list_recordings())
             data = json.loads(res.read_text(encoding="utf-8"))
         else:
             data = json.loads(path.read_text(encoding="utf-8"))

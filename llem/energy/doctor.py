@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llem.energy.base import Probe
+from llem.energy.estimate import cpu_power_figure
+from llem.energy.registry import SPECIAL_NAMES, auto_plan, clear_probe_cache, get_meter_class, meter_names
 from llem.machine import Gpu, get_machine
 
 
@@ -100,8 +102,6 @@ def doctor(refresh: bool = False) -> EnergyDoctor:
     """
     import os
 
-    from llem.energy.estimate import cpu_power_figure
-    from llem.energy.registry import SPECIAL_NAMES, auto_plan, clear_probe_cache, get_meter_class, meter_names
 
     if refresh:
         clear_probe_cache()

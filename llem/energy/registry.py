@@ -16,6 +16,7 @@ from typing import Any
 
 from llem import plugins
 from llem.energy.base import REQUIRED_METHODS, CompositeMeter, NullMeter
+from llem.energy.nvml import gpu_indices
 from llem.plugins import MeterPluginError
 
 GROUP = plugins.KINDS["meter"].group
@@ -97,8 +98,6 @@ def _devices_key(devices: Any) -> Any:
 @functools.lru_cache(maxsize=16)
 def _auto_decision(devices: Any) -> tuple[tuple[tuple[str, dict[str, Any]], ...], tuple[str, ...]]:
     """The meters auto uses, and notes for the measurement on what it could not use."""
-    from llem.energy.nvml import gpu_indices
-
     plan: list[tuple[str, dict[str, Any]]] = []
     notes: list[str] = []
     wanted = gpu_indices(devices)

@@ -23,6 +23,7 @@ import time
 import weakref
 from typing import Any, Literal
 
+from llem._version import __version__
 from llem.energy import baseline as _baseline
 from llem.energy.measurement import DeviceReading, Measurement, PhaseMark, Sample, weakest_method
 from llem.energy.registry import create_meter
@@ -302,8 +303,6 @@ class MeasurementWindow:
         method = weakest_method(r.method for r in readings)
         versions: dict[str, str] = {}
         try:
-            from llem._version import __version__
-
             versions["llem"] = __version__
         except Exception:
             pass

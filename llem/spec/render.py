@@ -7,7 +7,7 @@ import textwrap
 from typing import Any
 
 from llem.spec.capabilities import CAPABILITIES
-from llem.spec.model import BACKENDS, SECTIONS, Capability, Gate
+from llem.spec.model import BACKENDS, SECTION_CLASSES, SECTIONS, Capability, Gate
 from llem.spec.params import PRESETS, PROFILES
 from llem.spec.queries import (
     aliases,
@@ -335,8 +335,6 @@ def config_types_module() -> str:
     ``int``); at run time the same classes are built from the rows by
     :func:`llem.sections.make_section`.
     """
-    from llem.spec.model import SECTION_CLASSES
-
     out = ['"""Typed fields of the config sections, for type checkers and editors.', "",
            "Generated from llem/spec by ``python -m llem.spec types > llem/_config_types.py``: do",
            "not edit (a test fails when it is stale). At run time :mod:`llem.config` builds the same",
