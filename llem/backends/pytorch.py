@@ -466,6 +466,8 @@ class PyTorchBackend:
         # the checkpoint's own quantization (AWQ, GPTQ...), not bitsandbytes applied on load
         self._facts["model_prequantized"] = (
             getattr(model.config, "quantization_config", None) is not None and not (q4 or q8))
+        # an unset do_sample means what the model's generation config says (greedy for most)
+        self._facts["model_greedy"] = not bool(getattr(model.generation_config, "do_sample", False))
         n_params = sum(p.numel() for p in model.parameters())
         if q4:
             n_params = _count_quantized_params(model, n_params)

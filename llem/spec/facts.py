@@ -37,6 +37,8 @@ ENV_FACTS: tuple[Fact, ...] = (
     Fact("packages", "machine", "import name -> installed, for the packages the table names"),
     Fact("compile_failed", "load", "torch.compile failed and the model runs eager"),
     Fact("model_prequantized", "load", "the checkpoint carries its own quantization config"),
+    Fact("model_greedy", "load", "the model's own generation config decodes greedily (do_sample unset "
+                                 "means greedy there)"),
     Fact("prompt_overlap", "outputs", "the outputs copy word n-grams from their prompts"),
     Fact("fp8_requested", "check", "an fp8 quantization was asked for"),
     Fact("bnb_requested", "check", "bitsandbytes 4-bit or 8-bit loading was asked for"),
