@@ -52,6 +52,7 @@ def test_load_facts_come_from_the_pytorch_backend():
     wanted = {f.name for f in ENV_FACTS if f.producer == "load"}
     assert wanted <= set(info.facts), f"LoadInfo.facts lacks {sorted(wanted - set(info.facts))}"
     assert info.facts["compile_failed"] is False and info.facts["model_prequantized"] is False
+    assert info.facts["model_greedy"] is True  # tiny-random-llama's generation config does not sample
 
 
 def test_every_fact_is_read_by_a_rule_or_a_record():

@@ -82,15 +82,16 @@ HANDLED_ELSEWHERE: dict[str, dict[str, str]] = {
     for backend in spec.BACKENDS
 }
 HANDLED_ELSEWHERE["pytorch"].update({
-    "experiment.lora_adapter": "applied with peft after loading (PyTorchBackend._load_adapter)",
-    "experiment.lora_merge": "merges the peft adapter into the weights (PyTorchBackend._load_adapter)",
+    "experiment.lora_adapter": "applied with peft after loading (llem.backends.pytorch.loading.load_adapter)",
+    "experiment.lora_merge": "merges the peft adapter into the weights (llem.backends.pytorch.loading.load_adapter)",
     "decoder.seed": "the runner passes it per batch (generate(seed=...)), which seeds torch",
     "pytorch.batch_size": "the runner's batching (llem.run.make_batches)",
     "pytorch.batching_strategy": "the runner's batching (llem.run.make_batches)",
     "pytorch.max_tokens_per_batch": "the runner's batching (llem.run.make_batches)",
-    "pytorch.torch_compile": "switches torch.compile on (PyTorchBackend._maybe_compile); its options "
-                             "are the rows of the 'compile' target",
-    "pytorch.num_processes": "not run in-process: reported in skipped (rule multi-process-needs-gpus)",
+    "pytorch.torch_compile": "switches torch.compile on (llem.backends.pytorch.loading.compile_forward); "
+                             "its options are the rows of the 'compile' target",
+    "pytorch.num_processes": "not run in-process: the rule multi-process-needs-gpus skips it below 2 GPUs, "
+                             "else the backend reports that llem runs one process",
 })
 HANDLED_ELSEWHERE["vllm"]["decoder.do_sample"] = "do_sample=False is sent as temperature=0 (vllm_sampling_kwargs)"
 HANDLED_ELSEWHERE["tensorrt"]["decoder.do_sample"] = "do_sample=False is sent as top_k=1 (trtllm_sampling_kwargs)"
@@ -553,7 +554,8 @@ def recording_transformers(monkeypatch):
     made: dict[str, list[dict]] = {t: [] for t in spec.engine_targets("pytorch")}
 
     def record(target, kwargs):  # llem's own calls only, not transformers' calls to itself
-        if sys._getframe(2).f_globals.get("__name__") == "llem.backends.pytorch":
+        caller = sys._getframe(2).f_globals.get("__name__", "")
+        if caller == "llem.backends.pytorch" or caller.startswith("llem.backends.pytorch."):
             made[target].append(dict(kwargs))
 
     def spy(target, original):
@@ -663,12 +665,26 @@ def _expected_pt(arg: spec.EngineArg, value: Any) -> Any:
     return _torch_value(torch, arg.translate(value))
 
 
+def table_skips_here(backend: str, values: dict[str, Any]) -> dict[str, str]:
+    """What the table's skip rules leave unset on this machine: ``llem.run`` never passes it on."""
+    from llem.config import ExperimentConfig
+    from llem.machine import get_machine
+
+    cfg = ExperimentConfig.from_dict({"backend": backend, **values})
+    return cfg.skipped(get_machine().facts())
+
+
 def _pt_check(made, arg: spec.EngineArg, value: Any) -> None:
     if (arg.path.startswith("pytorch.bnb_") or arg.path.startswith("pytorch.load_in")) and not HAVE_BNB:
         return
+    values = {**context("pytorch", arg), arg.path: value}
+    here = table_skips_here("pytorch", values)
+    if arg.path in here:  # e.g. flash_attention_2 on a machine without a GPU
+        assert "[rule " in here[arg.path], here[arg.path]
+        return
     for calls in made.values():
         calls.clear()
-    backend, info = pt_load({**context("pytorch", arg), arg.path: value})
+    backend, info = pt_load(values)
     try:
         for target in arg.targets:
             got = pt_received(made, backend, target, arg.name)

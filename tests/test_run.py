@@ -75,6 +75,7 @@ def test_repeats_give_a_confidence_interval(result):
 
 def test_skipped_and_effective_are_reported(result):
     assert "greedy" in result.skipped["decoder.temperature"]
+    assert "[rule sampling-params-model-greedy]" in result.skipped["decoder.temperature"]
     eff = result.effective_config
     assert eff["pytorch.batch_size"] == 3 and eff["pytorch.batching_strategy"] == "static"
     assert eff["decoder.max_new_tokens"] == 8 and eff["pytorch.dtype"] == "float32"
@@ -348,6 +349,7 @@ def test_skip_rules_fire_at_run_time_from_the_machine():
     assert why.startswith("more than one process") and "[rule multi-process-needs-gpus]" in why
     assert "2 devices" not in why
     assert r.environment["facts"]["gpu_count"] == 0
+    assert r.effective_config["pytorch.num_processes"] == 1
 
 
 def test_a_missing_package_skips_its_setting_and_the_backend_never_sees_it():

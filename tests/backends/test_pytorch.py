@@ -10,9 +10,12 @@ pytest.importorskip("transformers")
 
 import torch  # noqa: E402
 
+import llem  # noqa: E402
 from llem.backends.base import Backend, Reconfigurable, ReloadNeeded  # noqa: E402
 from llem.backends.pytorch import PyTorchBackend  # noqa: E402
-from llem.errors import ConfigError, ModelNotFoundError, OutOfMemoryError  # noqa: E402
+from llem.config import ExperimentConfig  # noqa: E402
+from llem.errors import ConfigError, MissingDependencyError, ModelNotFoundError, OutOfMemoryError  # noqa: E402
+from llem.machine import Machine, get_machine, use_machine  # noqa: E402
 
 DECODER = ("temperature do_sample top_k top_p min_p typical_p repetition_penalty "
            "no_repeat_ngram_size max_new_tokens min_new_tokens num_beams length_penalty "
@@ -124,12 +127,18 @@ def test_truncation_to_max_input_tokens(greedy):
     assert not out.requests[1].truncated
 
 
-def test_sampling_fields_skipped_under_greedy():
-    b, info = load(decoder__temperature=0.7, decoder__top_p=0.9, decoder__length_penalty=1.5)
-    assert "greedy" in info.skipped["decoder.temperature"]
-    assert "greedy" in info.skipped["decoder.top_p"]
-    assert "beam search" in info.skipped["decoder.length_penalty"]
-    assert "decoder.temperature" not in info.effective
+def test_a_direct_call_passes_sampling_and_beam_fields_as_asked_and_reads_back_what_acts():
+    """The backend does not decide the table's skip rules again: transformers gets the fields."""
+    b, info = load(decoder__do_sample=False, decoder__temperature=0.7, decoder__top_p=0.9,
+                   decoder__length_penalty=1.5)
+    assert b._gen_config.temperature == 0.7 and b._gen_config.top_p == 0.9
+    assert b._gen_config.length_penalty == 1.5
+    assert not info.skipped  # the table, not the backend, says they have no effect
+    # what acts under greedy decoding with one beam: no sampling field, no beam field
+    assert info.effective["decoder.do_sample"] is False
+    for path in ("decoder.temperature", "decoder.top_p", "decoder.length_penalty"):
+        assert path not in info.effective
+    assert b.generate(PROMPTS).requests[0].output_tokens >= 1
     b.release()
 
 
@@ -137,9 +146,15 @@ def test_temperature_zero_means_greedy():
     b, info = load(decoder__temperature=0.0)
     assert info.effective["decoder.do_sample"] is False
     assert "greedy" in info.skipped["decoder.temperature"]
+    assert b._gen_config.do_sample is False and b._gen_config.temperature != 0.0
     b.release()
-    with pytest.raises(ConfigError, match="temperature=0"):
-        load(decoder__temperature=0.0, decoder__do_sample=True)
+    # with do_sample=True the table refuses it, and so does transformers when called directly
+    with pytest.raises(ConfigError, match=r"temperature 0 means greedy.*\[rule greedy-temperature-with-sampling\]"):
+        ExperimentConfig.from_dict({"decoder": {"temperature": 0.0, "do_sample": True}})
+    b, _ = load(decoder__temperature=0.0, decoder__do_sample=True)
+    with pytest.raises(ConfigError, match=r"transformers refused the generation settings: `temperature`"):
+        b.generate(PROMPTS)
+    b.release()
 
 
 def test_sampling_is_seeded():
@@ -205,16 +220,20 @@ def test_assistant_model():
     b2.release()
 
 
-def test_num_assistant_tokens_without_assistant_is_skipped():
+def test_num_assistant_tokens_without_assistant_is_passed_as_asked_and_not_read_back():
     b, info = load(pytorch__num_assistant_tokens=4)
-    assert "assistant_model" in info.skipped["pytorch.num_assistant_tokens"]
+    assert b._gen_config.num_assistant_tokens == 4 and "assistant_model" not in b._gen_extra
+    assert "pytorch.num_assistant_tokens" not in info.skipped
+    assert "pytorch.num_assistant_tokens" not in info.effective and info.max_batch_size is None
     b.release()
 
 
-def test_speculation_with_beams_is_skipped():
+def test_prompt_lookup_with_beams_is_not_assisted_generation():
+    """Called directly, both go to transformers, which runs beam search: batches stay whole."""
     b, info = load(decoder__num_beams=2, pytorch__prompt_lookup_num_tokens=3)
-    assert "beam search" in info.skipped["pytorch.prompt_lookup_num_tokens"]
-    assert info.max_batch_size is None
+    assert b._gen_config.prompt_lookup_num_tokens == 3
+    assert info.max_batch_size is None and "pytorch.prompt_lookup_num_tokens" not in info.effective
+    assert "pytorch.prompt_lookup_num_tokens" not in info.skipped
     b.release()
 
 
@@ -231,10 +250,15 @@ def test_cache_implementation(impl):
     b.release()
 
 
-def test_use_cache_off_skips_cache_implementation():
+def test_use_cache_off_with_a_cache_implementation():
+    with pytest.raises(ConfigError, match=r"use_cache=False turns the cache off.*\[rule cache-implementation-needs-cache\]"):
+        ExperimentConfig.from_dict({"pytorch": {"use_cache": False, "cache_implementation": "static"}})
+    # called directly, both are passed; with no cache no cache kind is in force
     b, info = load(pytorch__use_cache=False, pytorch__cache_implementation="static")
+    assert b._gen_config.use_cache is False and b._gen_config.cache_implementation == "static"
     assert info.effective["pytorch.use_cache"] is False
-    assert "use_cache" in info.skipped["pytorch.cache_implementation"]
+    assert info.effective["pytorch.cache_implementation"] is None
+    assert "pytorch.cache_implementation" not in info.skipped
     assert b.generate(PROMPTS).requests[0].output_tokens >= 1
     b.release()
 
@@ -244,19 +268,26 @@ def test_dtype_and_attention():
     assert info.effective["pytorch.dtype"] == "bfloat16"
     assert info.effective["pytorch.attn_implementation"] == "eager"
     b.release()
-    b, info = load(pytorch__attn_implementation="flash_attention_2")
-    assert "GPU" in info.skipped["pytorch.attn_implementation"] or "flash" in \
-        info.skipped["pytorch.attn_implementation"]
-    b.release()
     with pytest.raises(ConfigError, match="dtype"):
         load(pytorch__dtype="float7")
+
+
+@pytest.mark.skipif(bool(get_machine().gpus) or importlib.util.find_spec("flash_attn") is not None,
+                    reason="flash_attention_2 can load here")
+def test_flash_attention_called_directly_without_its_package_says_how_to_install_it():
+    with pytest.raises(MissingDependencyError) as err:
+        load(pytorch__attn_implementation="flash_attention_2")
+    msg = str(err.value)
+    assert "FlashAttention2" in msg and "pip install flash-attn" in msg and "sdpa" in msg
 
 
 def test_placement_and_process_settings():
     b, info = load(pytorch__num_processes=2, pytorch__max_memory={"cpu": "2GiB"},
                    pytorch__low_cpu_mem_usage=True, pytorch__revision="main",
                    pytorch__output_scores=True)
-    assert "2 devices" in info.skipped["pytorch.num_processes"]
+    # llem runs in one process whatever the machine: the GPU count is the table's rule
+    assert "accelerate launch" in info.skipped["pytorch.num_processes"]
+    assert "devices" not in info.skipped["pytorch.num_processes"]
     assert "device_map" in info.skipped["pytorch.max_memory"]
     assert "pytorch.low_cpu_mem_usage" in info.skipped
     assert info.effective["pytorch.num_processes"] == 1
@@ -295,9 +326,15 @@ def test_a_compile_backend_the_table_refuses_is_not_passed():
         load(pytorch__torch_compile=True, pytorch__torch_compile_backend="no-such-backend")
 
 
-def test_compile_options_without_compile_are_skipped():
+def test_compile_options_without_compile(monkeypatch):
+    with pytest.raises(ConfigError, match=r"unless torch_compile is on.*\[rule compile-mode-needs-compile\]"):
+        ExperimentConfig.from_dict({"pytorch": {"torch_compile_mode": "reduce-overhead"}})
+    # called directly: there is no torch.compile call to give the mode to
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: calls.append(kw) or fn)
     b, info = load(pytorch__torch_compile_mode="reduce-overhead")
-    assert "torch_compile" in info.skipped["pytorch.torch_compile_mode"]
+    assert calls == [] and info.effective["pytorch.torch_compile"] is False
+    assert "pytorch.torch_compile_mode" not in info.effective and not info.skipped
     b.release()
 
 
@@ -373,7 +410,8 @@ def test_reconfigure_applies_decode_time_settings_to_the_loaded_model():
     model = b.model
     assert [r.output_tokens for r in b.generate(PROMPTS).requests] == [3, 3]
     cfg = ns_config(decoder__max_new_tokens=5, decoder__do_sample=True, decoder__temperature=0.7,
-                    decoder__length_penalty=2.0, max_input_tokens=4)
+                    decoder__length_penalty=2.0, pytorch__cache_implementation="offloaded_static",
+                    max_input_tokens=4)
     again = b.reconfigure(cfg)
     assert b.model is model  # not loaded again
     out = b.generate(PROMPTS).requests
@@ -386,7 +424,9 @@ def test_reconfigure_applies_decode_time_settings_to_the_loaded_model():
     fresh = PyTorchBackend()
     fresh_info = fresh.load(cfg)
     assert again.effective == fresh_info.effective and again.skipped == fresh_info.skipped
-    assert "decoder.length_penalty" in again.skipped
+    assert "offloads the cache" in again.skipped["pytorch.cache_implementation"]
+    assert b._gen_config.length_penalty == fresh._gen_config.length_penalty == 2.0
+    assert "decoder.length_penalty" not in again.effective  # one beam: not in force
     assert again.notes == fresh_info.notes and again.max_batch_size == fresh_info.max_batch_size
     # and back: a sampling field is no longer in force under greedy decoding
     back = b.reconfigure(ns_config(decoder__max_new_tokens=2))
@@ -403,8 +443,8 @@ def test_reconfigure_asks_for_a_reload_when_it_cannot_apply_the_config():
     b.load(ns_config())
     with pytest.raises(ReloadNeeded, match="pytorch.dtype"):
         b.reconfigure(ns_config(pytorch__dtype="float16"))  # a load-time setting
-    with pytest.raises(ConfigError, match="greedy"):
-        b.reconfigure(ns_config(decoder__temperature=0.0, decoder__do_sample=True))
+    with pytest.raises(ConfigError, match="transformers refused the generation settings: `max_new_tokens`"):
+        b.reconfigure(ns_config(decoder__max_new_tokens=0))  # the table refuses it; a stand-in does not
     b.release()
     with pytest.raises(ReloadNeeded, match="no model is loaded"):
         b.reconfigure(ns_config())
@@ -447,9 +487,128 @@ def test_bitsandbytes_4bit_on_cpu():
     b.release()
 
 
-def test_bnb_4bit_options_without_4bit_are_skipped():
+def test_bnb_4bit_options_without_4bit(monkeypatch):
+    with pytest.raises(ConfigError, match=r"only configures 4-bit.*\[rule bnb_4bit_quant_type-needs-4bit\]"):
+        ExperimentConfig.from_dict({"pytorch": {"bnb_4bit_quant_type": "nf4"}})
+    # called directly: without a load flag there is no BitsAndBytesConfig to give it to
+    import transformers
+
+    monkeypatch.setattr(transformers, "BitsAndBytesConfig", None)  # any use would fail
     b, info = load(pytorch__bnb_4bit_quant_type="nf4")
-    assert "load_in_4bit" in info.skipped["pytorch.bnb_4bit_quant_type"]
+    assert info.effective["pytorch.load_in_4bit"] is False and not info.skipped
+    assert "pytorch.bnb_4bit_quant_type" not in info.effective
     b.release()
-    with pytest.raises(ConfigError, match="choose one"):
-        load(pytorch__load_in_4bit=True, pytorch__load_in_8bit=True)
+
+
+def test_4bit_and_8bit_together():
+    with pytest.raises(ConfigError, match=r"either in 4-bit or in 8-bit.*\[rule 4bit-and-8bit\]"):
+        ExperimentConfig.from_dict({"pytorch": {"load_in_4bit": True, "load_in_8bit": True}})
+    if importlib.util.find_spec("bitsandbytes") is None:  # called directly: the package first
+        with pytest.raises(MissingDependencyError, match=r"bitsandbytes.*pip install 'llem\[pytorch\]'"):
+            load(pytorch__load_in_4bit=True, pytorch__load_in_8bit=True)
+    else:  # then transformers' own refusal, as llem's error
+        with pytest.raises(ConfigError, match="transformers refused the quantization settings: load_in_4bit"):
+            load(pytorch__load_in_4bit=True, pytorch__load_in_8bit=True)
+
+
+# --------------------------------------- through llem.run: the table's skip rules, not the backend's
+def run_config(**fields):
+    base = {"model": "tiny-random-llama", "repeats": 1, "meter": "estimate", "sampling_interval_s": 0.02,
+            "num_prompts": 1, "decoder.max_new_tokens": 4, "warmup.runs": 0}
+    base.update(fields)
+    return ExperimentConfig.from_dict(base)
+
+
+def run_kept(cfg, machine=None):
+    """``llem.run`` with a backend the test keeps, to read what the backend was given."""
+    backend = PyTorchBackend()
+    with use_machine(machine or Machine.fake()):
+        result = llem.run(cfg, backend=backend)
+    return result, backend
+
+
+def test_run_skips_sampling_fields_under_greedy_by_the_table():
+    r, b = run_kept(run_config(**{"decoder.do_sample": False, "decoder.temperature": 0.7,
+                                  "decoder.top_p": 0.9}))
+    for path in ("decoder.temperature", "decoder.top_p"):
+        assert r.skipped[path].startswith("do_sample is False (greedy decoding)")
+        assert "[rule sampling-params-greedy]" in r.skipped[path]
+        assert path not in r.effective_config
+    # the backend never received them
+    assert b._gen_config.temperature != 0.7 and b._gen_config.top_p != 0.9
+    assert r.effective_config["decoder.do_sample"] is False
+    b.release()
+
+
+def test_run_skips_sampling_under_the_models_greedy_default_and_beam_fields_with_one_beam():
+    r, b = run_kept(run_config(**{"decoder.temperature": 0.7, "decoder.length_penalty": 1.5}))
+    assert r.environment["facts"]["model_greedy"] is True  # the backend's load fact
+    why = r.skipped["decoder.temperature"]
+    assert "greedy" in why and "[rule sampling-params-model-greedy]" in why
+    assert "decoder.temperature" not in r.effective_config and r.effective_config["decoder.do_sample"] is False
+    why = r.skipped["decoder.length_penalty"]
+    assert "beam search" in why and "[rule beam-params-single-beam]" in why
+    assert b._gen_config.length_penalty != 1.5  # unset before the load: never received
+    b.release()
+
+
+def test_run_skips_num_assistant_tokens_without_an_assistant_by_the_table():
+    r, b = run_kept(run_config(**{"pytorch.num_assistant_tokens": 4}))
+    why = r.skipped["pytorch.num_assistant_tokens"]
+    assert "assistant model" in why and "[rule assistant-tokens-without-assistant]" in why
+    assert b._gen_config.num_assistant_tokens != 4 and "pytorch.num_assistant_tokens" not in r.effective_config
+    b.release()
+
+
+def test_run_skips_prompt_lookup_with_beams_by_the_table_and_keeps_whole_batches():
+    r, b = run_kept(run_config(**{"decoder.num_beams": 2, "pytorch.prompt_lookup_num_tokens": 3,
+                                  "num_prompts": 2, "pytorch.batch_size": 2}))
+    why = r.skipped["pytorch.prompt_lookup_num_tokens"]
+    assert "one beam" in why and "[rule prompt-lookup-with-beams]" in why
+    assert b._gen_config.prompt_lookup_num_tokens is None  # never received
+    assert r.effective_config["pytorch.batch_size"] == 2 and "pytorch.batch_size" not in r.skipped
+    assert r.runs[0].num_batches == 1
+    b.release()
+
+
+@pytest.mark.parametrize(("attn", "machine", "rule"), [
+    ("flash_attention_2", Machine.fake(), "flash-attention-needs-gpu"),
+    ("flash_attention_3", Machine.fake(), "flash-attention-needs-gpu"),
+    ("flash_attention_2", Machine.fake([("Tesla T4", 7.5)], packages={"flash_attn": True}),
+     "flash-attention-2-needs-ampere"),
+    ("flash_attention_3", Machine.fake([("NVIDIA A100", 8.0)], packages={"flash_attn_interface": True}),
+     "flash-attention-3-needs-hopper"),
+    ("flash_attention_3", Machine.fake([("NVIDIA H100", 9.0)]), "flash-attention-3-needs-package"),
+])
+def test_run_skips_flash_attention_the_machine_cannot_run_by_the_table(attn, machine, rule):
+    r, b = run_kept(run_config(**{"pytorch.attn_implementation": attn}), machine)
+    assert f"[rule {rule}]" in r.skipped["pytorch.attn_implementation"]
+    # the load ran without it: transformers' own default attention
+    assert r.effective_config["pytorch.attn_implementation"] in ("sdpa", "eager")
+    b.release()
+
+
+def test_run_with_enough_gpus_reports_only_that_llem_runs_one_process():
+    two = Machine.fake([("NVIDIA A100", 8.0), ("NVIDIA A100", 8.0)])
+    r, b = run_kept(run_config(**{"pytorch.num_processes": 2}), two)
+    why = r.skipped["pytorch.num_processes"]
+    assert "accelerate launch" in why and "[rule" not in why  # no rule fired: 2 GPUs are here
+    assert r.effective_config["pytorch.num_processes"] == 1
+    b.release()
+
+
+def test_run_skips_bitsandbytes_when_the_machine_lacks_it_by_the_table():
+    r, b = run_kept(run_config(**{"pytorch.load_in_8bit": True}), Machine.fake())
+    why = r.skipped["pytorch.load_in_8bit"]
+    assert "bitsandbytes" in why and "[rule bnb-needs-package]" in why
+    assert r.effective_config["pytorch.load_in_8bit"] is False  # loaded unquantized
+    b.release()
+
+
+def test_run_reports_a_compile_failure_with_the_tables_rule(monkeypatch):
+    monkeypatch.setattr(torch, "compile", _compile_fails_at_once)
+    r, b = run_kept(run_config(**{"pytorch.torch_compile": True}))
+    assert r.environment["facts"]["compile_failed"] is True
+    assert "[rule torch-compile-may-fail]" in r.skipped["pytorch.torch_compile"]
+    assert r.effective_config["pytorch.torch_compile"] is False
+    b.release()

@@ -1,0 +1,376 @@
+"""Loading for the PyTorch backend: weights, tokenizer, quantization, placement, adapter, compile.
+
+Each keyword argument comes from the table's rows for its target
+(:func:`llem.backends.table.engine_kwargs`): ``from_pretrained`` (dtype, attention,
+placement), ``tokenizer`` (revision, trust_remote_code), ``quantization_config``
+(``BitsAndBytesConfig``) and ``compile`` (``torch.compile``). A value the config sets is
+passed as set; what transformers then uses is read back from the loaded model (its
+config, its weights' dtype and placement) into ``effective``.
+
+Where llem decides for itself, no row can: bitsandbytes weights are placed at load time
+(``device_map`` ``auto`` on a GPU, ``cpu`` otherwise, when none is set); a model without a
+device map goes to ``cuda:0`` when CUDA is there; ``max_memory`` without a device map,
+``low_cpu_mem_usage`` on transformers 5 and ``num_processes`` > 1 (llem runs in one
+process) are reported in ``skipped``. A failed ``torch.compile`` falls back to eager mode
+and says so in the load fact ``compile_failed`` (the table's rule torch-compile-may-fail
+gives the reason in a run).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any
+
+from llem.backends.base import load_time_values
+from llem.backends.pytorch.failures import (
+    first_line,
+    looks_not_found,
+    missing_at_load,
+    refuse_passthrough_clash,
+    refused,
+)
+from llem.backends.pytorch.generation import Draft
+from llem.backends.table import engine_kwargs
+from llem.backends.table import field as _get
+from llem.errors import ModelNotFoundError, missing_dependency
+from llem.models import not_found as model_not_found
+from llem.models import resolve_adapter, resolve_model
+from llem.spec import engine_args
+
+
+def torch_value(torch: Any, value: Any) -> Any:
+    """An engine value from the table: ``"torch.<name>"`` is that torch attribute (a dtype)."""
+    if isinstance(value, str) and value.startswith("torch."):
+        return getattr(torch, value.removeprefix("torch."))
+    return value
+
+
+def _torch_kwargs(torch: Any, config: Any, target: str) -> dict[str, Any]:
+    """The table's keyword arguments for ``target`` with torch values (dtypes) resolved."""
+    return {k: torch_value(torch, v) for k, v in engine_kwargs(config, "pytorch", target).items()}
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@dataclass
+class Loaded:
+    """What the load-time half of :meth:`PyTorchBackend.load` resolved (kept for reuse)."""
+
+    spec: Any
+    model: Any
+    tokenizer: Any
+    device: str
+    dtype: str
+    compiled: bool
+    effective: dict[str, Any]
+    skipped: dict[str, str]
+    notes: list[str]
+    num_parameters: int
+    max_context_tokens: int | None
+    versions: dict[str, str]
+    load_values: dict[str, Any]
+    facts: dict[str, Any] = field(default_factory=dict)
+    eager_forward: Any = None
+
+
+class _OnceFilter:
+    """A logging filter that lets each distinct message through once."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def filter(self, record: Any) -> bool:
+        msg = record.getMessage()
+        if msg in self.seen:
+            return False
+        self.seen.add(msg)
+        return True
+
+
+def _quiet_repeated_warnings(logger_prefix: str) -> None:
+    """Keep the first of each repeated log message (bitsandbytes logs a cast per matmul)."""
+    import logging
+
+    for name in list(logging.Logger.manager.loggerDict):
+        if name.startswith(logger_prefix):
+            lg = logging.getLogger(name)
+            if not any(isinstance(f, _OnceFilter) for f in lg.filters):
+                lg.addFilter(_OnceFilter())
+
+
+def _quantization(config: Any, torch: Any) -> Any:
+    """``BitsAndBytesConfig`` for ``load_in_4bit``/``load_in_8bit``; None when neither is on.
+
+    The ``bnb_4bit_*`` rows are that object's arguments: without a load flag nothing takes them.
+    """
+    pt = _get(config, "pytorch")
+    if not (_get(pt, "load_in_4bit") or _get(pt, "load_in_8bit")):
+        return None
+    try:
+        import bitsandbytes  # noqa: F401 - transformers needs it to quantize
+    except ImportError:
+        raise missing_dependency("bitsandbytes", "pytorch", "4-bit/8-bit quantization") from None
+    from transformers import BitsAndBytesConfig
+
+    try:
+        bnb = BitsAndBytesConfig(**_torch_kwargs(torch, config, "quantization_config"))
+    except ValueError as exc:
+        raise refused("quantization settings", exc) from None
+    _quiet_repeated_warnings("bitsandbytes")
+    return bnb
+
+
+def _load_kwargs(config: Any, spec: Any, torch: Any, transformers: Any, cuda: bool,
+                 skipped: dict[str, str], notes: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``from_pretrained`` keyword arguments of the model and of its tokenizer."""
+    pt = _get(config, "pytorch")
+    load_kw = _torch_kwargs(torch, config, "from_pretrained")
+    tok_kw = _torch_kwargs(torch, config, "tokenizer")  # revision, trust_remote_code
+    if spec.gguf_file:
+        load_kw["gguf_file"] = tok_kw["gguf_file"] = spec.gguf_file
+        if importlib.util.find_spec("gguf") is None:
+            raise missing_dependency("gguf", "pytorch", "loading a GGUF model file")
+        notes.append("Model weights come from a GGUF file and are dequantized on load.")
+
+    bnb = _quantization(config, torch)
+    if bnb is not None:
+        load_kw["quantization_config"] = bnb
+        if "device_map" not in load_kw:  # bitsandbytes needs the weights placed at load time
+            load_kw["device_map"] = "auto" if cuda else "cpu"
+            notes.append(f"device_map set to {load_kw['device_map']!r} for bitsandbytes.")
+    if "max_memory" in load_kw and "device_map" not in load_kw:
+        del load_kw["max_memory"]
+        skipped["pytorch.max_memory"] = "only used with a device_map (e.g. 'auto')"
+    if "low_cpu_mem_usage" in load_kw and int(transformers.__version__.split(".")[0]) >= 5:
+        del load_kw["low_cpu_mem_usage"]
+        skipped["pytorch.low_cpu_mem_usage"] = (
+            f"transformers {transformers.__version__} always loads with low CPU memory use and "
+            "ignores this flag"
+        )
+    processes = _get(pt, "num_processes")
+    if processes is not None and processes > 1:
+        skipped["pytorch.num_processes"] = (
+            "data parallel runs need one process per GPU, started with `accelerate launch`; "
+            "llem's in-process runner ran as 1 process"
+        )
+    return load_kw, tok_kw
+
+
+def load_model(config: Any, passthrough: dict[str, Any], torch: Any, transformers: Any) -> Loaded:
+    """Load the model, tokenizer and adapter of ``config``, compile it if asked, read back.
+
+    ``passthrough`` is ``passthrough.load``: more ``from_pretrained`` arguments (a key a
+    named field sets is refused).
+    """
+    effective: dict[str, Any] = {"pytorch.num_processes": 1}
+    skipped: dict[str, str] = {}
+    notes: list[str] = []
+    pt = _get(config, "pytorch")
+    spec = resolve_model(_get(config, "model") or "tiny-random-llama")
+    cuda = torch.cuda.is_available()  # where to put the weights, not a skip decision
+    load_kw, tok_kw = _load_kwargs(config, spec, torch, transformers, cuda, skipped, notes)
+    refuse_passthrough_clash(passthrough, load_kw, "load")
+    load_kw.update(passthrough)
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer or spec.id_or_path, **tok_kw)
+        model: Any = AutoModelForCausalLM.from_pretrained(spec.id_or_path, **load_kw)
+    except (OSError, ValueError) as exc:
+        if looks_not_found(exc):
+            raise model_not_found(spec.name, [spec.tried], first_line(exc)) from None
+        raise
+    except ImportError as exc:
+        raise missing_at_load(spec.name, pt, exc) from None
+    if "device_map" not in load_kw and cuda:
+        model.to("cuda")
+        notes.append("No device_map set: the model was put on cuda:0 (llem's default).")
+    model.eval()
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+        notes.append("The tokenizer has no pad token; its end-of-sequence token pads.")
+
+    adapter = _get(config, "lora_adapter")
+    if adapter:
+        model = load_adapter(model, adapter, _get(config, "lora_merge"), effective)
+    elif _get(config, "lora_merge") is not None:
+        skipped["experiment.lora_merge"] = "only used with a lora_adapter"
+
+    device = str(next(model.parameters()).device)
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    facts: dict[str, Any] = {"compile_failed": False}
+    loaded = Loaded(spec=spec, model=model, tokenizer=tokenizer, device=device, dtype=dtype,
+                    compiled=False, effective=effective, skipped=skipped, notes=notes,
+                    num_parameters=0, max_context_tokens=None, versions={},
+                    load_values=load_time_values(config), facts=facts)
+    compile_forward(loaded, config, torch)
+    _read_back(loaded, config, load_kw, torch, transformers)
+    return loaded
+
+
+def _read_back(loaded: Loaded, config: Any, load_kw: dict[str, Any], torch: Any, transformers: Any) -> None:
+    """What is in force after loading: dtype, placement, attention, quantization, size, facts."""
+    model, effective = loaded.model, loaded.effective
+    pt = _get(config, "pytorch")
+    effective["pytorch.dtype"] = str(getattr(model, "dtype", loaded.dtype)).replace("torch.", "")
+    effective["pytorch.device_map"] = (
+        dict(model.hf_device_map) if getattr(model, "hf_device_map", None) else loaded.device
+    )
+    effective["pytorch.attn_implementation"] = getattr(model.config, "_attn_implementation", None)
+    qc: Any = getattr(model.config, "quantization_config", None)
+    qd = qc.to_dict() if hasattr(qc, "to_dict") else (qc or {})
+    q4 = bool(qd.get("load_in_4bit", False))
+    effective["pytorch.load_in_4bit"] = q4
+    effective["pytorch.load_in_8bit"] = bool(qd.get("load_in_8bit", False))
+    if q4:
+        for arg in engine_args("pytorch", target="quantization_config"):
+            if arg.row.name not in ("load_in_4bit", "load_in_8bit"):
+                effective[arg.path] = qd.get(arg.name)
+    if "max_memory" in load_kw:
+        effective["pytorch.max_memory"] = load_kw["max_memory"]
+    effective["pytorch.revision"] = getattr(model.config, "_commit_hash", None) or _get(pt, "revision")
+    effective["pytorch.trust_remote_code"] = bool(_get(pt, "trust_remote_code"))
+
+    # the checkpoint's own quantization (AWQ, GPTQ...), not bitsandbytes applied on load
+    loaded.facts["model_prequantized"] = qc is not None and "quantization_config" not in load_kw
+    # an unset do_sample means what the model's generation config says (greedy for most)
+    loaded.facts["model_greedy"] = not bool(getattr(model.generation_config, "do_sample", False))
+    n_params = sum(p.numel() for p in model.parameters())
+    loaded.num_parameters = int(_count_quantized_params(model, n_params) if q4 else n_params)
+    ctx = getattr(model.config, "max_position_embeddings", None)
+    loaded.max_context_tokens = int(ctx) if ctx else None
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__}
+    for dist in ("accelerate", "peft", "bitsandbytes", "gguf"):
+        v = _version(dist)
+        if v:
+            versions[dist] = v
+    loaded.versions = versions
+
+
+def load_adapter(model: Any, adapter: str, merge: Any, effective: dict[str, Any]) -> Any:
+    """``model`` with the LoRA ``adapter`` applied by peft (merged into the weights if ``merge``)."""
+    if importlib.util.find_spec("peft") is None:
+        raise missing_dependency("peft", "pytorch", "LoRA adapters")
+    from peft import PeftModel
+
+    path = resolve_adapter(adapter)
+    try:
+        model = PeftModel.from_pretrained(model, path)
+    except (OSError, ValueError) as exc:
+        if looks_not_found(exc):
+            raise ModelNotFoundError(
+                f"LoRA adapter {adapter!r} was not found ({first_line(exc)}). Tried "
+                f"{path!r}. Use a local folder with adapter_config.json, a hub id, or the "
+                "built-in 'tiny-random-llama-lora'."
+            ) from None
+        raise
+    if merge:
+        model = model.merge_and_unload()
+    model.eval()
+    effective["experiment.lora_adapter"] = path
+    effective["experiment.lora_merge"] = bool(merge)
+    return model
+
+
+def load_draft(name: str, model: Any, tokenizer: Any, device: str) -> Draft:
+    """The draft model ``name`` for assisted generation, in ``model``'s dtype on ``device``.
+
+    With a vocabulary other than ``tokenizer``'s, both tokenizers go to ``generate``
+    (transformers' universal assisted decoding re-tokenizes).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = resolve_model(name)
+    kw: dict[str, Any] = {"dtype": model.dtype}
+    if spec.gguf_file:
+        kw["gguf_file"] = spec.gguf_file
+    try:
+        tok = AutoTokenizer.from_pretrained(
+            spec.tokenizer, **({"gguf_file": spec.gguf_file} if spec.gguf_file else {})
+        )
+        draft: Any = AutoModelForCausalLM.from_pretrained(spec.id_or_path, **kw)
+    except (OSError, ValueError) as exc:
+        if looks_not_found(exc):
+            raise model_not_found(spec.name, [spec.tried], "assistant_model: " + first_line(exc)) from None
+        raise
+    draft.to(device).eval()
+    extra: dict[str, Any] = {"assistant_model": draft}
+    if tok.get_vocab() != tokenizer.get_vocab():
+        extra["tokenizer"] = tokenizer
+        extra["assistant_tokenizer"] = tok
+    return Draft(spec.name, draft, tok, extra)
+
+
+def compile_forward(loaded: Loaded, config: Any, torch: Any) -> None:
+    """``torch.compile`` the model's forward pass when ``pytorch.torch_compile`` is on.
+
+    Its options are the rows of the ``compile`` target; without ``torch_compile`` there is
+    no ``torch.compile`` call to give them to. A failure falls back to eager mode.
+    """
+    want = _get(_get(config, "pytorch"), "torch_compile")
+    effective, model = loaded.effective, loaded.model
+    if not want:
+        effective["pytorch.torch_compile"] = (
+            False if want is False or not loaded.device.startswith("cuda")
+            else "auto: transformers compiles the decode step when the cache is static"
+        )
+        return
+    kw = engine_kwargs(config, "pytorch", "compile")
+    try:
+        loaded.eager_forward = model.forward
+        model.forward = torch.compile(model.forward, **kw)
+    except Exception as exc:  # noqa: BLE001 - compile failure is non-fatal by design
+        _compile_failed(loaded, f"torch.compile failed, ran eager: {first_line(exc)}")
+        return
+    loaded.compiled = True
+    effective["pytorch.torch_compile"] = True
+    effective["pytorch.torch_compile_mode"] = kw.get("mode") or "default"
+    effective["pytorch.torch_compile_backend"] = kw.get("backend") or "inductor"
+
+
+def _compile_failed(loaded: Loaded, why: str) -> None:
+    loaded.compiled = False
+    loaded.facts["compile_failed"] = True
+    loaded.skipped["pytorch.torch_compile"] = why
+    loaded.effective["pytorch.torch_compile"] = False
+    for name in ("torch_compile_mode", "torch_compile_backend"):
+        loaded.effective.pop(f"pytorch.{name}", None)
+
+
+def trial_compile(loaded: Loaded, gen_config: Any, gen_extra: dict[str, Any], torch: Any) -> None:
+    """Run one short generation so a compile failure shows now, and fall back to eager."""
+    model = loaded.model
+    try:
+        enc = loaded.tokenizer(["Hello"], return_tensors="pt").to(loaded.device)
+        trial = copy.deepcopy(gen_config)
+        trial.max_new_tokens, trial.min_new_tokens = 2, None
+        with torch.inference_mode():
+            model.generate(**enc, generation_config=trial, **gen_extra)
+    except Exception as exc:  # noqa: BLE001
+        model.forward = loaded.eager_forward
+        torch._dynamo.reset()
+        _compile_failed(loaded, "torch.compile failed on the first call, ran eager: "
+                                f"{type(exc).__name__}: {first_line(exc)}")
+
+
+def _count_quantized_params(model: Any, n: int) -> int:
+    """4-bit weights are packed two per byte; count logical parameters from the shapes."""
+    total = 0
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            shape = getattr(p, "quant_state", None)
+            if shape is not None and hasattr(shape, "shape"):
+                total += int(shape.shape.numel())
+            else:
+                total += p.numel()
+    return total or n
