@@ -271,16 +271,8 @@ def _recorder(made: dict[str, list[dict]], kind: str, base: type) -> type:
     return Recorded
 
 
-def _fake_torch(monkeypatch) -> None:
-    torch = types.ModuleType("torch")
-    torch.__version__ = "0-fake"
-    torch.cuda = SimpleNamespace(is_available=lambda: True, get_device_name=lambda i: "Fake GPU",
-                                 empty_cache=lambda: None)
-    monkeypatch.setitem(sys.modules, "torch", torch)
-
-
 @pytest.fixture
-def recording_vllm(monkeypatch):
+def recording_vllm(monkeypatch, engine_gpu):
     """vllm, a fake: records what LLM, SamplingParams and BeamSearchParams receive."""
     made: dict[str, list[dict]] = {"llm": [], "sampling": [], "beam": []}
     mod = types.ModuleType("vllm")
@@ -292,7 +284,6 @@ def recording_vllm(monkeypatch):
     sp.BeamSearchParams = _recorder(made, "beam", VT.FakeParams)
     monkeypatch.setitem(sys.modules, "vllm", mod)
     monkeypatch.setitem(sys.modules, "vllm.sampling_params", sp)
-    _fake_torch(monkeypatch)
     return made
 
 
@@ -314,7 +305,7 @@ def test_vllm_run_code_passes_only_named_arguments(recording_vllm):
 
 
 @pytest.fixture
-def recording_trtllm(monkeypatch):
+def recording_trtllm(monkeypatch, engine_gpu):
     """tensorrt_llm, a fake: records what LLM, its config objects and SamplingParams receive."""
     made: dict[str, list[dict]] = {"llm": [], "sampling": []}
     mod = types.ModuleType("tensorrt_llm")
@@ -326,7 +317,6 @@ def recording_trtllm(monkeypatch):
     mod.BuildConfig = api.BuildConfig
     monkeypatch.setitem(sys.modules, "tensorrt_llm", mod)
     monkeypatch.setitem(sys.modules, "tensorrt_llm.llmapi", api)
-    _fake_torch(monkeypatch)
     return made
 
 

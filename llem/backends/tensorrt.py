@@ -46,7 +46,7 @@ from llem.backends.vllm import (
     _get,
     _merge_passthrough,
     _passthrough,
-    _require_cuda,
+    _require_gpu,
     _section,
     _skip_lora,
     known_fields,
@@ -82,10 +82,6 @@ QUANT_ALGOS: tuple[str, ...] = tuple(
 
 #: TensorRT-LLM's own value of max_input_len when none is given (BaseLlmArgs validator).
 TRTLLM_DEFAULT_MAX_INPUT_LEN = 1024
-
-#: The rules saying which decoder fields only act when sampling, and which only in beam search.
-_GREEDY_RULE = "sampling-params-greedy"
-_BEAM_RULE = "beam-params-single-beam"
 
 
 def _beam_width(cfg: Any) -> int | None:
@@ -167,10 +163,15 @@ def trtllm_sampling_kwargs(cfg: Any) -> tuple[Kwargs, Skipped]:
     """Translate the decoder section into TensorRT-LLM ``SamplingParams`` keyword arguments.
 
     TensorRT-LLM decodes greedily when temperature, top_p and top_k are all unset.
-    ``do_sample=False`` is passed as ``top_k=1`` (greedy) and the sampling knobs then have
-    no effect. ``num_beams`` > 1 becomes ``use_beam_search=True`` with the beam width as
-    ``n`` (or as ``best_of`` when ``n`` is also set). ``early_stopping`` is an int there:
+    ``do_sample=False`` is passed as ``top_k=1`` (greedy; it replaces a top_k given with
+    it). ``num_beams`` > 1 becomes ``use_beam_search=True`` with the beam width as ``n``
+    (or as ``best_of`` when ``n`` is also set). ``early_stopping`` is an int there:
     True -> 1, False -> 0.
+
+    Every other set field is passed as asked: what has no effect (a sampling knob under
+    greedy decoding, length_penalty with one beam) is the table's to say, and through
+    :func:`llem.run` its skip rules leave such fields unset. ``skipped`` lists only the
+    decoder fields TensorRT-LLM's SamplingParams does not have.
 
     Returns
     -------
@@ -181,9 +182,8 @@ def trtllm_sampling_kwargs(cfg: Any) -> tuple[Kwargs, Skipped]:
     """
     d = decoder_of(cfg)
     skipped: Skipped = {}
-    beam_only = spec.rule(_BEAM_RULE).skip
     beams = _beam_width(cfg)
-    kwargs = engine_kwargs(cfg, "tensorrt", "sampling", decoder=d, exclude=() if beams else beam_only)
+    kwargs = engine_kwargs(cfg, "tensorrt", "sampling", decoder=d)
 
     n = spec.engine_arg("tensorrt", "decoder.n").name
     if beams is not None:
@@ -192,21 +192,9 @@ def trtllm_sampling_kwargs(cfg: Any) -> tuple[Kwargs, Skipped]:
             kwargs["best_of"] = beams
         else:
             kwargs[n] = beams
-    else:
-        for path in beam_only:
-            if _get(d, spec.param(path).name) is not None:
-                skipped[path] = "only used by beam search (num_beams > 1)"
 
     if _get(d, "do_sample") is False and beams is None:
-        # Greedy in TensorRT-LLM is top_k=1; the other sampling fields then have no effect.
-        top_k = spec.engine_arg("tensorrt", "decoder.top_k").name
-        for arg in spec.engine_args("tensorrt", target="sampling"):
-            if arg.path in spec.rule(_GREEDY_RULE).skip and arg.name in kwargs and arg.name != top_k:
-                del kwargs[arg.name]
-                skipped[arg.path] = "do_sample is False: greedy decoding ignores it"
-        if kwargs.get(top_k) not in (None, 1):
-            skipped["decoder.top_k"] = "do_sample is False: greedy decoding is top_k=1"
-        kwargs[top_k] = 1
+        kwargs[spec.engine_arg("tensorrt", "decoder.top_k").name] = 1  # greedy in TensorRT-LLM
 
     for row in spec.params("decoder"):
         if "tensorrt" not in row.backends and _get(d, row.name) is not None:
@@ -353,7 +341,7 @@ class TensorRTBackend:
     def load(self, config: Any) -> LoadInfo:
         """Build (or load a cached) TensorRT engine for ``config``; report what resolved."""
         trtllm, llm_cls, llm_path, llmapi, build_config_cls = _import_trtllm()
-        device = _require_cuda("TensorRT-LLM")
+        device = _require_gpu("TensorRT-LLM")
         model = _resolve_model(config)
         kwargs, skipped = trtllm_llm_kwargs(config, model=model)
         version = str(getattr(trtllm, "__version__", ""))
@@ -548,7 +536,7 @@ class TensorRTBackend:
         try:
             import torch
 
-            if torch.cuda.is_available():
+            if torch.cuda.is_initialized():  # never initialise CUDA here just to free it
                 torch.cuda.empty_cache()
         except ImportError:  # pragma: no cover
             pass

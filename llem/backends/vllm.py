@@ -12,9 +12,24 @@ The module has two layers:
 
 Argument names, where each goes (``llm``, ``speculative_config``, ``attention_config``,
 ``sampling``, ``beam``) and where vLLM keeps the resolved value come from the table's rows
-(``spec.engine_args("vllm")``); the few special cases (greedy decoding, the n-gram drafter,
-kv_cache_memory_bytes over gpu_memory_utilization) are the code below. Facts and sources:
-``docs/engines.md``. A field left ``None`` means "vLLM's default" and is never passed.
+(``spec.engine_args("vllm")``); the few special cases (greedy decoding, the n-gram drafter)
+are the code below. Facts and sources: ``docs/engines.md``. A field left ``None`` means
+"vLLM's default" and is never passed.
+
+The table's rules decide what has no effect: :func:`llem.run` leaves every field a skip
+rule names unset (``decoder.top_p`` under greedy decoding, ``length_penalty`` with one
+beam...) and reports the rule; config validation refuses the combinations a rule refuses
+(``kv_cache_memory_bytes`` with ``gpu_memory_utilization``...). The translation does not
+decide them again: called directly, it passes every set field to its target as asked
+(vLLM then ignores top_p at temperature 0, or gpu_memory_utilization beside
+kv_cache_memory_bytes). Two cases follow from the engine's shape: ``do_sample=False``
+is sent as ``temperature=0``, which replaces a temperature given with it; and a field whose
+target is not the one in use (a beam-search field when sampling) is not passed. What
+``skipped`` reports is what the table does not state: a field vLLM has no argument for,
+a draft setting without a draft model, LoRA, an argument the installed vLLM lacks.
+
+The GPU is found through :func:`llem.machine.get_machine` (NVML); CUDA is never initialised
+in this process, so vLLM's workers need not be spawned and GPU 0 holds no memory for it.
 
 Timing: vLLM's ``RequestOutput.metrics`` carries first- and last-token times only, and only
 when stats logging is on. The backend therefore drives the engine one step at a time and
@@ -49,6 +64,7 @@ from llem.errors import (
     LlemError,
     missing_dependency,
 )
+from llem.machine import Gpu, get_machine
 
 __all__ = [
     "VLLMBackend",
@@ -70,21 +86,12 @@ Skipped = dict[str, str]
 #: per-request generators, a slower path that would change what is being measured.
 #: A per-batch ``generate(seed=...)`` does use ``SamplingParams.seed``.
 
-#: The rule saying which decoder fields only act when sampling, and which only in beam search.
-_GREEDY_RULE = "sampling-params-greedy"
-_BEAM_RULE = "beam-params-single-beam"
-
 #: Spelling of the n-gram (prompt lookup) drafter in older vLLM and in llem configs.
 _NGRAM_NAMES = ("ngram", "[ngram]")
 
 #: What ``BeamSearchParams.max_tokens`` gets when ``decoder.max_new_tokens`` is unset: the
 #: field is required there, and 16 is ``SamplingParams.max_tokens``'s own default.
 BEAM_DEFAULT_MAX_TOKENS = 16
-
-
-def _rule_fields(rule_id: str) -> tuple[str, ...]:
-    """The fields a skip rule of the table names (the ones it says have no effect)."""
-    return spec.rule(rule_id).skip
 
 
 # --------------------------------------------------------------------------------------
@@ -166,14 +173,6 @@ def vllm_engine_kwargs(cfg: Any, model: str | None = None) -> tuple[Kwargs, Skip
     kwargs.update(engine_kwargs(cfg, "vllm", "llm"))
     kwargs.update(nested_kwargs(cfg, "vllm", "llm"))
 
-    bytes_arg = spec.engine_arg("vllm", "vllm.kv_cache_memory_bytes").name
-    share_arg = spec.engine_arg("vllm", "vllm.gpu_memory_utilization").name
-    if bytes_arg in kwargs and share_arg in kwargs:
-        del kwargs[share_arg]
-        skipped["vllm.gpu_memory_utilization"] = (
-            "kv_cache_memory_bytes is set, and vLLM ignores gpu_memory_utilization then"
-        )
-
     draft = spec.engine_arg("vllm", "vllm.speculative_model")
     speculative = kwargs.get(draft.targets[0])
     if speculative is not None:
@@ -195,9 +194,11 @@ def vllm_engine_kwargs(cfg: Any, model: str | None = None) -> tuple[Kwargs, Skip
 def vllm_sampling_kwargs(cfg: Any) -> tuple[Kwargs, Skipped]:
     """Translate the decoder section into ``vllm.SamplingParams`` keyword arguments.
 
-    ``do_sample=False`` becomes ``temperature=0`` (vLLM's greedy decoding); vLLM then
-    ignores top_k, top_p and min_p, which are reported as skipped. Beam-only fields
-    (length_penalty, early_stopping) are skipped here: see :func:`vllm_beam_search_kwargs`.
+    ``do_sample=False`` becomes ``temperature=0`` (vLLM's greedy decoding; it replaces a
+    temperature given with it); the other fields go as set, and vLLM ignores top_k, top_p
+    and min_p at temperature 0 (through :func:`llem.run` the table's rule
+    sampling-params-greedy leaves them unset). Beam-search fields (length_penalty) have no
+    place in ``SamplingParams`` and are not passed: see :func:`vllm_beam_search_kwargs`.
 
     Returns
     -------
@@ -211,22 +212,10 @@ def vllm_sampling_kwargs(cfg: Any) -> tuple[Kwargs, Skipped]:
     skipped: Skipped = {}
 
     if _get(d, "do_sample") is False:
-        # Greedy in vLLM is temperature 0; the other sampling fields then have no effect.
-        temperature = spec.engine_arg("vllm", "decoder.temperature").name
-        if kwargs.get(temperature) not in (None, 0, 0.0):
-            skipped["decoder.temperature"] = "do_sample is False: vLLM decodes greedily with temperature 0"
-        kwargs[temperature] = 0.0
-        for arg in spec.engine_args("vllm", target="sampling"):
-            if arg.path in _rule_fields(_GREEDY_RULE) and arg.name in kwargs and arg.name != temperature:
-                del kwargs[arg.name]
-                skipped[arg.path] = "do_sample is False: greedy decoding ignores it"
+        kwargs[spec.engine_arg("vllm", "decoder.temperature").name] = 0.0  # greedy in vLLM
 
     for row in spec.params("decoder"):
-        if _get(d, row.name) is None:
-            continue
-        if row.path in _rule_fields(_BEAM_RULE):
-            skipped[row.path] = "only used by beam search (num_beams > 1)"
-        elif "vllm" not in row.backends:
+        if "vllm" not in row.backends and _get(d, row.name) is not None:
             skipped[row.path] = f"vLLM's SamplingParams has no {row.name}"
     return kwargs, skipped
 
@@ -258,10 +247,7 @@ def vllm_beam_search_kwargs(cfg: Any) -> tuple[Kwargs, Skipped]:
     for row in spec.params("decoder"):
         if row.path in beam_rows | engine_rows or row.name == "preset" or _get(d, row.name) is None:
             continue  # passed, or a preset (already expanded into the other fields)
-        if row.path in _rule_fields(_BEAM_RULE):
-            skipped[row.path] = f"vLLM's BeamSearchParams has no {row.name}"
-        else:
-            skipped[row.path] = f"vLLM's beam search takes no {row.name}"
+        skipped[row.path] = f"vLLM's beam search (BeamSearchParams) takes no {row.name}"
     return kwargs, skipped
 
 
@@ -331,19 +317,46 @@ def _import_vllm() -> Any:
     return vllm
 
 
-def _require_cuda(backend: str) -> str:
-    """Name of CUDA device 0, or BackendUnavailableError saying why there is none."""
-    try:
-        import torch
-    except ImportError as exc:  # vLLM depends on torch, so this is unusual
-        raise missing_dependency("torch", None, f"the {backend} backend") from exc
-    if not torch.cuda.is_available():
+def first_visible_gpu(gpus: Sequence[Gpu], visible: str | None) -> Gpu | None:
+    """The GPU CUDA will number 0, given ``CUDA_VISIBLE_DEVICES`` (None: unset).
+
+    An index or a ``GPU-...`` UUID (prefix) picks that GPU; an empty value or ``-1`` hides
+    them all; an entry NVML cannot match (a MIG UUID) gives the first GPU.
+
+    >>> gpus = [Gpu(0, "A", 8.0, uuid="GPU-aa"), Gpu(1, "B", 9.0, uuid="GPU-bb")]
+    >>> first_visible_gpu(gpus, None).name, first_visible_gpu(gpus, "1,0").name
+    ('A', 'B')
+    >>> first_visible_gpu(gpus, "GPU-b").name, first_visible_gpu(gpus, "") is None
+    ('B', True)
+    """
+    if visible is None:
+        return gpus[0] if gpus else None
+    first = visible.split(",")[0].strip()
+    if not first or first.startswith("-"):
+        return None
+    for gpu in gpus:
+        if first == str(gpu.index) or (first.startswith("GPU-") and gpu.uuid.startswith(first)):
+            return gpu
+    return gpus[0] if gpus else None
+
+
+def _require_gpu(backend: str) -> str:
+    """Name of the GPU the engine will use, or BackendUnavailableError saying why there is none.
+
+    Asked of :func:`llem.machine.get_machine` (NVML), which does not initialise CUDA here.
+    """
+    machine = get_machine()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpu = first_visible_gpu(machine.gpus, visible)
+    if gpu is None:
+        why = (f"CUDA_VISIBLE_DEVICES={visible!r} hides them" if machine.gpus
+               else machine.gpu_note or "NVML sees no GPU")
         raise BackendUnavailableError(
             f"The {backend} backend needs an NVIDIA GPU with CUDA, and none is visible here "
-            "(torch.cuda.is_available() is False). Run on a machine with a CUDA GPU, or use "
-            "backend='pytorch', which also runs on the CPU."
+            f"({why}). Run on a machine with a CUDA GPU, or use backend='pytorch', which "
+            "also runs on the CPU."
         )
-    return str(torch.cuda.get_device_name(0))
+    return gpu.name
 
 
 def _resolve_model(cfg: Any) -> str:
@@ -395,7 +408,7 @@ class VLLMBackend:
     def load(self, config: Any) -> LoadInfo:
         """Build a ``vllm.LLM`` for ``config`` and report what vLLM resolved."""
         vllm = _import_vllm()
-        device = _require_cuda("vLLM")
+        device = _require_gpu("vLLM")
         model = _resolve_model(config)
         kwargs, skipped = vllm_engine_kwargs(config, model=model)
         effective: dict[str, Any] = {}
@@ -570,7 +583,7 @@ class VLLMBackend:
         try:
             import torch
 
-            if torch.cuda.is_available():
+            if torch.cuda.is_initialized():  # never initialise CUDA here just to free it
                 torch.cuda.empty_cache()
         except ImportError:  # pragma: no cover
             pass

@@ -17,8 +17,11 @@ from types import SimpleNamespace
 
 import pytest
 
+import llem
 from llem.backends import tensorrt as tb
+from llem.config import ExperimentConfig
 from llem.errors import BackendUnavailableError, ConfigError, LlemError, MissingDependencyError
+from llem.machine import Machine, use_machine
 
 DECODER_FIELDS = (
     "temperature do_sample top_k top_p min_p typical_p repetition_penalty presence_penalty "
@@ -328,8 +331,10 @@ def test_decoder_fields_map_to_sampling_params(make):
 def test_do_sample_false_is_top_k_one():
     cfg = standin(decoder={"do_sample": False, "temperature": 0.9, "top_p": 0.8, "top_k": 20})
     kwargs, skipped = tb.trtllm_sampling_kwargs(cfg)
-    assert kwargs == {"top_k": 1}
-    assert set(skipped) == {"decoder.temperature", "decoder.top_p", "decoder.top_k"}
+    # greedy is top_k=1 in TensorRT-LLM; the rest goes as asked (the table's rule says it has
+    # no effect: see test_run_skips_..._by_the_table below)
+    assert kwargs == {"top_k": 1, "temperature": 0.9, "top_p": 0.8}
+    assert skipped == {}
 
 
 def test_beam_search(make):
@@ -345,13 +350,13 @@ def test_beam_search_with_fewer_returned_sequences_uses_best_of():
     assert kwargs["n"] == 2 and kwargs["best_of"] == 4
 
 
-def test_beam_only_and_missing_fields_are_skipped():
+def test_beam_only_fields_are_passed_and_missing_fields_are_skipped():
     cfg = standin(decoder={"length_penalty": 1.2, "early_stopping": False, "typical_p": 0.9})
     kwargs, skipped = tb.trtllm_sampling_kwargs(cfg)
-    assert kwargs == {}
-    assert "beam" in skipped["decoder.length_penalty"]
-    assert "beam" in skipped["decoder.early_stopping"]
-    assert "typical_p" in skipped["decoder.typical_p"]
+    # SamplingParams takes them with one beam too; the table's rule beam-params-single-beam
+    # says they have no effect there (through llem.run they arrive unset)
+    assert kwargs == {"length_penalty": 1.2, "early_stopping": 0}
+    assert set(skipped) == {"decoder.typical_p"} and "typical_p" in skipped["decoder.typical_p"]
 
 
 # -- building the engine's objects ----------------------------------------------------------
@@ -438,7 +443,7 @@ class FakeLLM:
 
 
 @pytest.fixture
-def fake_trtllm(monkeypatch):
+def fake_trtllm(monkeypatch, engine_gpu):
     mod = types.ModuleType("tensorrt_llm")
     mod.__version__ = "0.99-fake"
     mod.LLM = FakeLLM
@@ -446,15 +451,10 @@ def fake_trtllm(monkeypatch):
     api = fake_llmapi()
     mod.llmapi = api
     mod.BuildConfig = api.BuildConfig
-    torch = types.ModuleType("torch")
-    torch.cuda = SimpleNamespace(
-        is_available=lambda: True, get_device_name=lambda i: "Fake GPU", empty_cache=lambda: None
-    )
     monkeypatch.setitem(sys.modules, "tensorrt_llm", mod)
     monkeypatch.setitem(sys.modules, "tensorrt_llm.llmapi", api)
-    monkeypatch.setitem(sys.modules, "torch", torch)
     FakeLLM.instances.clear()
-    return mod
+    return mod  # engine_gpu: the GPU is llem.machine's answer (NVML), never torch's
 
 
 def test_load_generate_release_with_a_stand_in_engine(fake_trtllm, tmp_path):
@@ -553,10 +553,33 @@ def test_missing_tensorrt_llm_says_how_to_install(monkeypatch):
         tb.TensorRTBackend().load(standin())
 
 
-def test_no_cuda_gpu_is_refused_with_the_reason(fake_trtllm, monkeypatch):
-    monkeypatch.setattr(sys.modules["torch"].cuda, "is_available", lambda: False)
-    with pytest.raises(BackendUnavailableError, match="CUDA"):
+def test_no_cuda_gpu_is_refused_with_the_reason(fake_trtllm):
+    with use_machine(Machine.fake()), pytest.raises(BackendUnavailableError,
+                                                    match=r"TensorRT-LLM backend needs an NVIDIA GPU with CUDA"):
         tb.TensorRTBackend().load(standin())
+    assert not FakeLLM.instances  # refused before an engine was built
+
+
+def trt_run(**fields):
+    cfg = ExperimentConfig.from_dict({"backend": "tensorrt", "model": "owner/model", "repeats": 1,
+                                      "meter": "estimate", "sampling_interval_s": 0.02, "num_prompts": 2,
+                                      "decoder.max_new_tokens": 3, "warmup.runs": 0, **fields})
+    return llem.run(cfg)
+
+
+def test_run_skips_sampling_and_beam_fields_by_the_table(fake_trtllm):
+    made = []
+    fake_trtllm.SamplingParams = type("Recorded", (Recorder,), {
+        "__init__": lambda self, **kw: (made.append(kw), Recorder.__init__(self, **kw))[1]})
+    r = trt_run(**{"decoder.do_sample": False, "decoder.top_p": 0.8, "decoder.temperature": 0.9,
+                   "decoder.length_penalty": 1.2})
+    for path in ("decoder.temperature", "decoder.top_p"):
+        assert "[rule sampling-params-greedy]" in r.skipped[path]
+    assert "[rule beam-params-single-beam]" in r.skipped["decoder.length_penalty"]
+    # TensorRT-LLM never received them: greedy decoding, top_k=1
+    assert made and all(kw.get("top_k") == 1 and not {"top_p", "temperature", "length_penalty"} & set(kw)
+                        for kw in made)
+    assert r.runs[0].output_tokens == 6 and r.environment["gpu"] == "Fake GPU"
 
 
 # -- a real generation, where TensorRT-LLM and a GPU are present ------------------------------

@@ -18,8 +18,11 @@ from types import SimpleNamespace
 
 import pytest
 
+import llem
 from llem.backends import vllm as vb
+from llem.config import ExperimentConfig
 from llem.errors import BackendUnavailableError, ConfigError, LlemError, MissingDependencyError
+from llem.machine import Gpu, Machine, use_machine
 
 DECODER_FIELDS = (
     "temperature do_sample top_k top_p min_p typical_p repetition_penalty presence_penalty "
@@ -186,12 +189,15 @@ def test_speculative_tokens_without_a_draft_are_skipped():
     assert "speculative_model" in skipped["vllm.num_speculative_tokens"]
 
 
-def test_kv_cache_bytes_make_gpu_memory_utilization_moot():
+def test_kv_cache_bytes_with_gpu_memory_utilization():
+    with pytest.raises(ConfigError, match=r"replaces gpu_memory_utilization.*\[rule vllm-kv-bytes-and-utilization\]"):
+        ExperimentConfig.from_dict({"backend": "vllm", "vllm": {"kv_cache_memory_bytes": 2**30,
+                                                                "gpu_memory_utilization": 0.5}})
+    # called directly, both go to vLLM as asked (it sizes the cache by the bytes)
     cfg = standin(vllm={"kv_cache_memory_bytes": 2**30, "gpu_memory_utilization": 0.5})
     kwargs, skipped = vb.vllm_engine_kwargs(cfg)
-    assert kwargs["kv_cache_memory_bytes"] == 2**30
-    assert "gpu_memory_utilization" not in kwargs
-    assert "kv_cache_memory_bytes" in skipped["vllm.gpu_memory_utilization"]
+    assert kwargs["kv_cache_memory_bytes"] == 2**30 and kwargs["gpu_memory_utilization"] == 0.5
+    assert skipped == {}
 
 
 def test_flash_attn_version_goes_into_attention_config():
@@ -282,8 +288,10 @@ def test_decoder_fields_map_to_sampling_params(make):
 def test_do_sample_false_is_greedy_temperature_zero():
     cfg = standin(decoder={"do_sample": False, "temperature": 0.8, "top_p": 0.9, "top_k": 5})
     kwargs, skipped = vb.vllm_sampling_kwargs(cfg)
-    assert kwargs == {"temperature": 0.0}
-    assert set(skipped) == {"decoder.temperature", "decoder.top_p", "decoder.top_k"}
+    # greedy is temperature 0 in vLLM; the rest goes as asked (the table's rule, not the
+    # translation, says it has no effect: see test_run_skips_..._by_the_table below)
+    assert kwargs == {"temperature": 0.0, "top_p": 0.9, "top_k": 5}
+    assert skipped == {}
 
 
 def test_do_sample_true_changes_nothing():
@@ -297,7 +305,9 @@ def test_fields_vllm_lacks_are_skipped_with_a_reason():
     assert kwargs == {}
     assert "typical_p" in skipped["decoder.typical_p"]
     assert "no_repeat_ngram_size" in skipped["decoder.no_repeat_ngram_size"]
-    assert "beam search" in skipped["decoder.length_penalty"]
+    # length_penalty is a BeamSearchParams field: sampling has no place for it, and with one
+    # beam the table's rule beam-params-single-beam says why (not the translation)
+    assert "decoder.length_penalty" not in skipped
 
 
 # -- beam search ----------------------------------------------------------------------
@@ -440,7 +450,7 @@ class FakeEngineArgs:  # an "older vLLM": no attention_backend, no swap_space
 
 
 @pytest.fixture
-def fake_vllm(monkeypatch):
+def fake_vllm(monkeypatch, engine_gpu):
     mod = types.ModuleType("vllm")
     mod.__version__ = "0.0-fake"
     mod.LLM = FakeLLM
@@ -448,17 +458,11 @@ def fake_vllm(monkeypatch):
     mod.EngineArgs = FakeEngineArgs
     sp = types.ModuleType("vllm.sampling_params")
     sp.BeamSearchParams = FakeParams
-    torch = types.ModuleType("torch")
-    torch.__version__ = "0-fake"
-    torch.cuda = SimpleNamespace(
-        is_available=lambda: True, get_device_name=lambda i: "Fake GPU", empty_cache=lambda: None
-    )
     monkeypatch.setitem(sys.modules, "vllm", mod)
     monkeypatch.setitem(sys.modules, "vllm.sampling_params", sp)
-    monkeypatch.setitem(sys.modules, "torch", torch)
     monkeypatch.delenv("VLLM_ATTENTION_BACKEND", raising=False)
     FakeLLM.instances.clear()
-    return mod
+    return mod  # engine_gpu: the GPU is llem.machine's answer (NVML), never torch's
 
 
 def test_load_generate_release_with_a_stand_in_engine(fake_vllm):
@@ -522,9 +526,51 @@ def test_missing_vllm_says_how_to_install(monkeypatch):
 
 
 def test_no_cuda_gpu_is_refused_with_the_reason(fake_vllm, monkeypatch):
-    monkeypatch.setattr(sys.modules["torch"].cuda, "is_available", lambda: False)
-    with pytest.raises(BackendUnavailableError, match="CUDA"):
+    with use_machine(Machine.fake()), pytest.raises(BackendUnavailableError,
+                                                    match=r"needs an NVIDIA GPU with CUDA.*without GPUs"):
         vb.VLLMBackend().load(standin())
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(BackendUnavailableError, match="CUDA_VISIBLE_DEVICES='' hides them"):
+        vb.VLLMBackend().load(standin())
+    assert not FakeLLM.instances  # refused before an engine was built
+
+
+def test_the_gpu_named_is_the_first_one_cuda_sees():
+    gpus = [Gpu(0, "A", 8.0, uuid="GPU-aa11"), Gpu(1, "B", 9.0, uuid="GPU-bb22")]
+    assert vb.first_visible_gpu(gpus, None).name == "A"
+    assert vb.first_visible_gpu(gpus, "1,0").name == "B"
+    assert vb.first_visible_gpu(gpus, "GPU-bb").name == "B"
+    assert vb.first_visible_gpu(gpus, "MIG-xyz").name == "A"  # NVML cannot match it: the first
+    assert vb.first_visible_gpu(gpus, "") is None and vb.first_visible_gpu(gpus, "-1") is None
+    assert vb.first_visible_gpu([], None) is None
+
+
+def vllm_run(**fields):
+    cfg = ExperimentConfig.from_dict({"backend": "vllm", "model": "owner/model", "repeats": 1,
+                                      "meter": "estimate", "sampling_interval_s": 0.02, "num_prompts": 2,
+                                      "decoder.max_new_tokens": 3, "warmup.runs": 0, **fields})
+    return llem.run(cfg)
+
+
+def test_run_skips_sampling_fields_under_greedy_by_the_table(fake_vllm):
+    made = []
+    fake_vllm.SamplingParams = type("Recorded", (FakeParams,), {
+        "__init__": lambda self, **kw: (made.append(kw), FakeParams.__init__(self, **kw))[1]})
+    r = vllm_run(**{"decoder.do_sample": False, "decoder.temperature": 0.8, "decoder.top_p": 0.9,
+                    "decoder.top_k": 5})
+    for path in ("decoder.temperature", "decoder.top_p", "decoder.top_k"):
+        assert "[rule sampling-params-greedy]" in r.skipped[path]
+    # vLLM never received them: greedy decoding, temperature 0
+    assert made and all(kw.get("temperature") == 0.0 and "top_p" not in kw and "top_k" not in kw
+                        for kw in made)
+    assert r.runs[0].output_tokens == 6 and r.environment["gpu"] == "Fake GPU"
+
+
+def test_run_skips_beam_fields_with_one_beam_by_the_table(fake_vllm):
+    r = vllm_run(**{"decoder.length_penalty": 1.2})
+    why = r.skipped["decoder.length_penalty"]
+    assert why.startswith("length_penalty and early_stopping only act in beam search")
+    assert "[rule beam-params-single-beam]" in why
 
 
 # -- a real generation, where vLLM and a GPU are present --------------------------------------
