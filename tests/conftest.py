@@ -55,3 +55,33 @@ def engine_gpu(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     with use_machine(Machine.fake([Gpu(0, "Fake GPU", 8.0, uuid="GPU-fake0")])) as machine:
         yield machine
+
+
+@pytest.fixture
+def engine_run(engine_gpu, monkeypatch):
+    """``llem.run`` of a quick config on a stand-in engine, recording what its SamplingParams got.
+
+    ``engine_run(module, backend, **fields)`` swaps ``module.SamplingParams`` (the fake
+    ``vllm`` or ``tensorrt_llm``) for a subclass that records its keyword arguments, runs two
+    prompts of 3 new tokens with estimated energy, and returns ``(result, calls)``.
+    """
+    def run(module, backend, **fields):
+        import llem
+        from llem.config import ExperimentConfig
+
+        calls = []
+        base = module.SamplingParams
+
+        class Recorded(base):
+            def __init__(self, **kwargs):
+                calls.append(kwargs)
+                super().__init__(**kwargs)
+
+        monkeypatch.setattr(module, "SamplingParams", Recorded)
+        cfg = ExperimentConfig.from_dict({
+            "backend": backend, "model": "owner/model", "repeats": 1, "meter": "estimate",
+            "sampling_interval_s": 0.02, "num_prompts": 2, "decoder.max_new_tokens": 3,
+            "warmup.runs": 0, **fields})
+        return llem.run(cfg), calls
+
+    return run

@@ -17,9 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-import llem
 from llem.backends import tensorrt as tb
-from llem.config import ExperimentConfig
 from llem.errors import BackendUnavailableError, ConfigError, LlemError, MissingDependencyError
 from llem.machine import Machine, use_machine
 
@@ -560,19 +558,9 @@ def test_no_cuda_gpu_is_refused_with_the_reason(fake_trtllm):
     assert not FakeLLM.instances  # refused before an engine was built
 
 
-def trt_run(**fields):
-    cfg = ExperimentConfig.from_dict({"backend": "tensorrt", "model": "owner/model", "repeats": 1,
-                                      "meter": "estimate", "sampling_interval_s": 0.02, "num_prompts": 2,
-                                      "decoder.max_new_tokens": 3, "warmup.runs": 0, **fields})
-    return llem.run(cfg)
-
-
-def test_run_skips_sampling_and_beam_fields_by_the_table(fake_trtllm):
-    made = []
-    fake_trtllm.SamplingParams = type("Recorded", (Recorder,), {
-        "__init__": lambda self, **kw: (made.append(kw), Recorder.__init__(self, **kw))[1]})
-    r = trt_run(**{"decoder.do_sample": False, "decoder.top_p": 0.8, "decoder.temperature": 0.9,
-                   "decoder.length_penalty": 1.2})
+def test_run_skips_sampling_and_beam_fields_by_the_table(fake_trtllm, engine_run):
+    r, made = engine_run(fake_trtllm, "tensorrt", **{"decoder.do_sample": False, "decoder.top_p": 0.8,
+                                                     "decoder.temperature": 0.9, "decoder.length_penalty": 1.2})
     for path in ("decoder.temperature", "decoder.top_p"):
         assert "[rule sampling-params-greedy]" in r.skipped[path]
     assert "[rule beam-params-single-beam]" in r.skipped["decoder.length_penalty"]

@@ -18,7 +18,6 @@ from types import SimpleNamespace
 
 import pytest
 
-import llem
 from llem.backends import vllm as vb
 from llem.config import ExperimentConfig
 from llem.errors import BackendUnavailableError, ConfigError, LlemError, MissingDependencyError
@@ -545,19 +544,9 @@ def test_the_gpu_named_is_the_first_one_cuda_sees():
     assert vb.first_visible_gpu([], None) is None
 
 
-def vllm_run(**fields):
-    cfg = ExperimentConfig.from_dict({"backend": "vllm", "model": "owner/model", "repeats": 1,
-                                      "meter": "estimate", "sampling_interval_s": 0.02, "num_prompts": 2,
-                                      "decoder.max_new_tokens": 3, "warmup.runs": 0, **fields})
-    return llem.run(cfg)
-
-
-def test_run_skips_sampling_fields_under_greedy_by_the_table(fake_vllm):
-    made = []
-    fake_vllm.SamplingParams = type("Recorded", (FakeParams,), {
-        "__init__": lambda self, **kw: (made.append(kw), FakeParams.__init__(self, **kw))[1]})
-    r = vllm_run(**{"decoder.do_sample": False, "decoder.temperature": 0.8, "decoder.top_p": 0.9,
-                    "decoder.top_k": 5})
+def test_run_skips_sampling_fields_under_greedy_by_the_table(fake_vllm, engine_run):
+    r, made = engine_run(fake_vllm, "vllm", **{"decoder.do_sample": False, "decoder.temperature": 0.8,
+                                               "decoder.top_p": 0.9, "decoder.top_k": 5})
     for path in ("decoder.temperature", "decoder.top_p", "decoder.top_k"):
         assert "[rule sampling-params-greedy]" in r.skipped[path]
     # vLLM never received them: greedy decoding, temperature 0
@@ -566,8 +555,9 @@ def test_run_skips_sampling_fields_under_greedy_by_the_table(fake_vllm):
     assert r.runs[0].output_tokens == 6 and r.environment["gpu"] == "Fake GPU"
 
 
-def test_run_skips_beam_fields_with_one_beam_by_the_table(fake_vllm):
-    r = vllm_run(**{"decoder.length_penalty": 1.2})
+def test_run_skips_beam_fields_with_one_beam_by_the_table(fake_vllm, engine_run):
+    r, made = engine_run(fake_vllm, "vllm", **{"decoder.length_penalty": 1.2})
+    assert made and not any("length_penalty" in kw for kw in made)
     why = r.skipped["decoder.length_penalty"]
     assert why.startswith("length_penalty and early_stopping only act in beam search")
     assert "[rule beam-params-single-beam]" in why
