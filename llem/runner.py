@@ -537,6 +537,9 @@ def run(
     # skip rules on what the machine has (GPUs, compute capability, packages): the fields
     # they name are left unset for the load, so the backend never sees them
     facts = machine.facts()
+    probe = getattr(backend, "probe_facts", None)  # what the checkpoint tells before loading
+    if callable(probe):
+        facts.update(probe(cfg) or {})
     table_skips = cfg.skipped(facts)
     load_cfg = _without(cfg, table_skips)
     backend_skips: dict[str, str] = {}

@@ -121,3 +121,48 @@ def test_every_capability_a_backend_supports_says_how_to_turn_it_on_or_is_inhere
                 assert turned_on, f"{cap.name} on {b} is {cap.support[b].level!r} but has no settings"
                 for path in turned_on:
                     spec.param(path)  # every setting names a row
+
+
+def _backends_producing_load_facts():
+    for r in RULES:
+        for c in r.when:
+            if c.path.startswith("env.") and fact(c.path).producer == "load":
+                for b in r.backends:
+                    yield r.id, fact(c.path).name, b
+
+
+@pytest.mark.parametrize(("rule", "name", "backend"), sorted(set(_backends_producing_load_facts())))
+def test_every_backend_a_load_fact_rule_applies_to_produces_the_fact(rule, name, backend, tmp_path):
+    """A rule on a load fact fires only if the backend it applies to supplies the fact."""
+    import json
+    import shutil
+
+    pytest.importorskip("transformers")
+    from llem import plugins
+
+    cls = plugins.get("backend", backend)
+    if backend == "pytorch":
+        pytest.importorskip("torch")
+        b = cls()
+        try:
+            produced = b.load(ExperimentConfig(model="tiny-random-llama")).facts
+        finally:
+            b.release()
+    else:
+        probe = getattr(cls, "probe_facts", None)
+        assert probe is not None, (f"rule {rule} reads {name!r} for {backend}, but {cls.__name__} "
+                                   "neither loads on this machine nor has probe_facts(config)")
+        from llem.models import resolve_model
+
+        src = resolve_model("tiny-random-llama").id_or_path
+        model = tmp_path / "model"
+        shutil.copytree(src, model)
+        plain = cls().probe_facts(ExperimentConfig(backend=backend, model=str(model)))
+        conf = json.loads((model / "config.json").read_text())
+        conf["quantization_config"] = {"quant_method": "awq", "bits": 4}
+        (model / "config.json").write_text(json.dumps(conf))
+        quantized = cls().probe_facts(ExperimentConfig(backend=backend, model=str(model)))
+        if name == "model_prequantized":
+            assert plain[name] is False and quantized[name] is True
+        produced = plain
+    assert name in produced, f"{backend} does not produce {name!r}, which rule {rule} reads"

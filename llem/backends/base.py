@@ -145,6 +145,21 @@ class Backend(Protocol):
         ...
 
 
+@runtime_checkable
+class ProbesFacts(Protocol):
+    """A backend that tells some ``env.*`` facts before loading (optional).
+
+    ``probe_facts(config)`` returns facts of the table's skip rules (``llem/spec/facts.py``,
+    producer ``load``) that the checkpoint answers without loading weights, such as
+    ``model_prequantized``; the runner evaluates the rules on them before the load, so a
+    skipped field never reaches the engine.
+    """
+
+    def probe_facts(self, config: Any) -> dict[str, Any]:
+        """Facts known before loading; ``{}`` when nothing can be read."""
+        ...
+
+
 class ReloadNeeded(LlemError):
     """Raised by ``reconfigure`` when the config cannot be applied to the loaded model.
 

@@ -405,6 +405,21 @@ class VLLMBackend:
 
     # -- protocol ------------------------------------------------------------------
 
+    def probe_facts(self, config: Any) -> dict[str, Any]:
+        """The facts of the table's skip rules that the checkpoint tells before loading.
+
+        ``model_prequantized``: the checkpoint's ``config.json`` carries a quantization
+        config (AWQ, GPTQ, ...), read with transformers' ``AutoConfig`` (no weights, no
+        CUDA). Left out when that config cannot be read here, so a rule on it stays quiet.
+        """
+        try:
+            from transformers import AutoConfig
+
+            hf_config = AutoConfig.from_pretrained(_resolve_model(config))
+        except Exception:  # noqa: BLE001 - an unreadable config tells nothing
+            return {}
+        return {"model_prequantized": getattr(hf_config, "quantization_config", None) is not None}
+
     def load(self, config: Any) -> LoadInfo:
         """Build a ``vllm.LLM`` for ``config`` and report what vLLM resolved."""
         vllm = _import_vllm()

@@ -6,7 +6,8 @@ each fact names its producer:
 - ``machine``: :meth:`llem.machine.Machine.facts` (GPUs, compute capability, packages),
   known before the model is loaded;
 - ``load``: the backend's :class:`~llem.backends.base.LoadInfo` ``facts``, known once the
-  model is loaded;
+  model is loaded, or its ``probe_facts(config)`` where the checkpoint answers before
+  loading (vLLM: ``model_prequantized`` from the checkpoint's config);
 - ``outputs``: the runner, from what the measured runs generated;
 - ``check``: a structural check of the rule itself (:data:`llem.spec.rules.CHECKS`).
 
