@@ -189,6 +189,29 @@ def test_sigterm_mid_run_saves_the_partial_and_exits_143(tmp_path):
     assert any("Interrupted" in n for n in partial.notes)
 
 
+def test_sigterm_stops_a_sweep_keeping_what_it_saved_and_exits_143(tmp_path):
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(yaml.safe_dump({**SWEEP, "sweep": {"grid": {"decoder.max_new_tokens": [2, 3, 4]}}}))
+    folder = tmp_path / "sw"
+    # each trial makes 2 generate calls (2 prompts, batch 1): the third is the second trial's first
+    script = _cli_script(tmp_path, """
+        orig = PyTorchBackend.generate
+        calls = [0]
+        def generate(self, prompts, on_phase=None, **kw):
+            calls[0] += 1
+            if calls[0] == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return orig(self, prompts, on_phase, **kw)
+        PyTorchBackend.generate = generate
+        """, ["sweep", str(sweep_file), "-o", str(folder)])
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=_env(),
+                          timeout=300)
+    assert proc.returncode == 143, proc.stderr
+    assert "resume" in proc.stderr
+    assert len(list(folder.glob("*.json"))) == 1  # the first trial's result stays saved
+    assert not (folder / "_sweep" / "lock.json").exists()  # released on the way out
+
+
 def test_stop_signals_are_installed_for_the_run_only_and_only_from_the_main_thread():
     before_term, before_int = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     with StopSignals() as stop:
@@ -306,6 +329,25 @@ def test_a_save_that_fails_after_the_run_keeps_the_result_and_says_where(tmp_pat
     warn = [ln for ln in res.output.splitlines() if ln.startswith("warning: saving in")]
     assert len(warn) == 1 and "the disk is full" in warn[0] and "unsaved-results" in warn[0]
     assert len(list((tmp_path / "cache" / "llem" / "unsaved-results").glob("*.json"))) == 1
+
+
+def test_a_sweep_whose_folder_fills_up_keeps_each_result_elsewhere_and_says_so(tmp_path, monkeypatch):
+    from llem.results.result import Result
+
+    folder = tmp_path / "sw"
+    real = Result.save
+
+    def save(self, where=None):
+        if where is not None and Path(where) == folder:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, where)
+
+    monkeypatch.setattr(Result, "save", save)
+    res = llem.sweep(SWEEP, {"decoder.max_new_tokens": [2, 3]}, results_dir=folder, progress=False)
+    assert res.complete and len(res.results) == 2
+    kept = [n for n in res.notes if "the disk is full" in n and "unsaved-results" in n]
+    assert len(kept) == 2 and kept[0].startswith("max_new_tokens=2 (cycle 1): saving in")
+    assert len(list((tmp_path / "cache" / "llem" / "unsaved-results").glob("*.json"))) == 2
 
 
 def test_stale_temporaries_are_cleaned_when_a_folder_is_loaded_or_saved_into(result, tmp_path):
