@@ -277,7 +277,7 @@ def run(config: str, sets: dict[str, Any], output_dir: str | None, report_path: 
     from llem.runner import run as run_experiment
 
     # the destinations are checked before anything is measured
-    folder = check_writable(output_dir if output_dir is not None else cfg.output_dir)
+    folder = check_writable(output_dir or cfg.output_dir or "llem-results")
     if report_path:
         from llem.exporter_registry import exporter_for
 

@@ -240,9 +240,10 @@ class _Plan:
 
 
 class _RunState:
-    """What the current measured run has produced so far (for partial results)."""
+    """What measured run ``index`` has produced so far (for partial results)."""
 
-    def __init__(self) -> None:
+    def __init__(self, index: int = 0) -> None:
+        self.index = index
         self.records: list[RequestRecord] = []
         self.batches: list[Any] = []
         self.t_start: float | None = None
@@ -596,7 +597,7 @@ def run(
         total = repeats * len(plan.batches)
         for r in range(repeats):
             stage = f"run {r + 1}/{repeats}"
-            state = _RunState()
+            state = _RunState(r)
             interval = cfg.sampling_interval_s
             mem = _MemorySampler(info.device, interval)
             win = _window(cfg)
@@ -636,7 +637,7 @@ def run(
         report("done", total, total)
     except KeyboardInterrupt:
         stopped = stage
-        if done is None and state is not None and state.records:
+        if done is None and state is not None and state.records and len(runs) == state.index:
             m = win_holder.get("m")
             meas = getattr(m, "measurement", None) if m is not None else None
             runs.append(_run_measurement(len(runs), state, meas, None, "", getattr(

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from llem._files import TMP_PREFIX, new_file_mode, write_atomic
+from llem._files import TMP_PREFIX, write_atomic
 from llem.errors import ConfigError
 from llem.results import load_results, now_iso
 from llem.results.store import check_writable, save_or_keep
@@ -79,7 +79,6 @@ def _create_exclusive(path: Path, text: str) -> bool:
     tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}.lock")
     try:
         tmp.write_text(text, encoding="utf-8")
-        os.chmod(tmp, new_file_mode(tmp))
         try:
             os.link(tmp, path)
             return True
