@@ -31,8 +31,72 @@ import click
 from llem.errors import ConfigError, LlemError, RunInterrupted
 from llem.options import OPTIONS, SET_HELP, Option, check_config, config_updates, matrix_backends, parse_sets
 
-#: exit status when a run is interrupted (128 + SIGINT)
+#: exit status when a run is interrupted (128 + SIGINT; 128 + SIGTERM = 143 for a stop request)
 EXIT_INTERRUPTED = 130
+
+
+class StopSignals:
+    """While a run or sweep works: SIGTERM stops it as Ctrl-C does; both wait out a save.
+
+    A job scheduler's stop or ``docker stop`` sends SIGTERM, which by default ends the
+    process at once and loses the runs already measured. Inside this context SIGTERM
+    raises ``KeyboardInterrupt`` instead, so the runner keeps its partial result; inside
+    :meth:`deferred` (a save) SIGINT and SIGTERM are only recorded, and the save ends
+    before the command stops. :attr:`exit_code` is 128 + the first signal received.
+
+    The handlers are installed only from the main thread (a notebook kernel's cell runs
+    there; any other thread leaves the process's handlers alone), only over the default
+    ones (a handler someone else installed, or an ignored signal, is kept), and the
+    previous handlers are put back on exit.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._defer = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is None:
+            self.received = signum
+        if not self._defer:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> StopSignals:
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+            if signal.getsignal(sig) is default:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the first signal received (130 for Ctrl-C, 143 for SIGTERM); 130 if none."""
+        return 128 + self.received if self.received else EXIT_INTERRUPTED
+
+    def deferred(self) -> Any:
+        """A context in which a stop signal is recorded but does not interrupt (a save)."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def hold() -> Any:
+            self._defer, before = True, self._defer
+            try:
+                yield self
+            finally:
+                self._defer = before
+
+        return hold()
 
 
 def one_line(message: str) -> str:
@@ -209,25 +273,45 @@ def run(config: str, sets: dict[str, Any], output_dir: str | None, report_path: 
     cfg.validate()
     for path, why in cfg.skipped().items():
         click.echo(f"note: {path} has no effect: {why}", err=True)
+    from llem.results.store import check_writable, save_or_keep
     from llem.runner import run as run_experiment
 
+    # the destinations are checked before anything is measured
+    folder = check_writable(output_dir or cfg.output_dir or "llem-results")
+    if report_path:
+        from llem.exporter_registry import exporter_for
+
+        exporter_for(report_path, None)
+        check_writable(Path(report_path).resolve().parent)
     if quiet:
         quiet_libraries()
     progress = _Progress(enabled=not quiet)
-    try:
-        result = run_experiment(cfg, progress=progress)
-    except RunInterrupted as exc:
-        progress.close()
-        partial: Any = exc.partial
-        if partial is not None and getattr(partial, "runs", None):
-            saved = partial.save(output_dir)
-            click.echo(f"Interrupted; the partial result (marked incomplete) is saved in {saved}", err=True)
-        else:
+    interrupted = False
+    with StopSignals() as stop:
+        try:
+            result: Any = run_experiment(cfg, progress=progress)
+        except RunInterrupted as exc:
+            interrupted, result = True, exc.partial
+        except KeyboardInterrupt:  # before the runner took over (imports, the machine probe)
+            interrupted, result = True, None
+        except BaseException:
+            progress.close()
+            raise
+        with stop.deferred():  # the work is done: a stop signal now waits for the save
+            progress.close()
+            keep = result is not None and (bool(result.runs) or not interrupted)
+            saved, problem = save_or_keep(result, folder) if keep else (None, "")
+    if problem:
+        click.echo(f"warning: {problem}", err=True)
+    if interrupted or stop.received:
+        if saved is None:
             click.echo("Interrupted before any run finished; nothing saved.", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    finally:
-        progress.close()
-    saved = result.save(output_dir)
+        elif result.complete:
+            click.echo(f"Interrupted after the last measured run; the result (complete) is saved in {saved}",
+                       err=True)
+        else:
+            click.echo(f"Interrupted; the partial result (marked incomplete) is saved in {saved}", err=True)
+        sys.exit(stop.exit_code)
     if not quiet:
         click.echo(repr(result))
     click.echo(f"Saved the result in {saved}")
@@ -254,9 +338,10 @@ def sweep(file: str, results_dir: str | None, no_resume: bool, target: str | Non
     """Run the sweep in FILE (a config with a `sweep:` block); resumes an interrupted one."""
     from llem.study import sweep_command
 
-    code = sweep_command(file, ray_address, results_dir=results_dir, resume=not no_resume,
-                         target_gpu=target, max_retries=max_retries)
-    sys.exit(code)
+    with StopSignals() as stop:  # SIGTERM stops it as Ctrl-C does: what was saved stays saved
+        code = sweep_command(file, ray_address, results_dir=results_dir, resume=not no_resume,
+                             target_gpu=target, max_retries=max_retries)
+    sys.exit(stop.exit_code if code == EXIT_INTERRUPTED else code)
 
 
 # -------------------------------------------------------------------------- report

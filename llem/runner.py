@@ -22,11 +22,14 @@ Batching strategies (``pytorch.batching_strategy``):
 
 A ``KeyboardInterrupt`` (the notebook's stop button) stops the samplers, releases the
 model and raises :class:`~llem.errors.RunInterrupted` whose ``partial`` is the
-:class:`~llem.results.Result` so far, marked incomplete.
+:class:`~llem.results.Result` so far, marked incomplete. One that lands after the last
+measured run (while the model is released, say) loses nothing: ``partial`` is then the
+complete Result, with a note saying where the interrupt landed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import re
@@ -237,9 +240,10 @@ class _Plan:
 
 
 class _RunState:
-    """What the current measured run has produced so far (for partial results)."""
+    """What measured run ``index`` has produced so far (for partial results)."""
 
-    def __init__(self) -> None:
+    def __init__(self, index: int = 0) -> None:
+        self.index = index
         self.records: list[RequestRecord] = []
         self.batches: list[Any] = []
         self.t_start: float | None = None
@@ -511,7 +515,9 @@ def run(
     Raises
     ------
     RunInterrupted
-        On ``KeyboardInterrupt``; ``exc.partial`` is the incomplete Result.
+        On ``KeyboardInterrupt``; ``exc.partial`` is the incomplete Result, or the
+        complete one (``exc.partial.complete``) when the interrupt landed after the last
+        measured run.
     ModelNotFoundError, OutOfMemoryError, ConfigError, MissingDependencyError
         With the fix in the message.
     """
@@ -533,6 +539,9 @@ def run(
     state: _RunState | None = None
     win_holder: dict[str, Any] = {}
     stage = "load"
+    done: Result | None = None  # the complete result, once the last run is measured
+    stopped: str | None = None  # where an interrupt landed
+    release_note = ""
 
     # skip rules on what the machine has (GPUs, compute capability, packages): the fields
     # they name are left unset for the load, so the backend never sees them
@@ -591,7 +600,7 @@ def run(
         total = repeats * len(plan.batches)
         for r in range(repeats):
             stage = f"run {r + 1}/{repeats}"
-            state = _RunState()
+            state = _RunState(r)
             interval = cfg.sampling_interval_s
             mem = _MemorySampler(info.device, interval)
             win = _window(cfg)
@@ -626,23 +635,42 @@ def run(
         if facts["prompt_overlap"] is None:
             del facts["prompt_overlap"]
         table_skips.update(cfg.skipped(facts))
+        stage = "the end of the run"
+        done = result(True)  # the work is done: from here an interrupt loses nothing
         report("done", total, total)
     except KeyboardInterrupt:
-        if state is not None and state.records:
+        stopped = stage
+        if done is None and state is not None and state.records and len(runs) == state.index:
             m = win_holder.get("m")
             meas = getattr(m, "measurement", None) if m is not None else None
             runs.append(_run_measurement(len(runs), state, meas, None, "", getattr(
                 info, "num_parameters", None), False))
-        notes.append(f"Interrupted during {stage}; {len(runs)} run(s) kept"
-                     + (", the last one partial." if runs and not runs[-1].complete else "."))
-        partial = result(False)
-        raise RunInterrupted(
-            f"The run was interrupted during {stage}; the partial result is attached as "
-            "exc.partial (marked incomplete).", partial) from None
     finally:
         if owns_backend:
-            backend.release()
-    return result(True)
+            try:
+                backend.release()
+            except KeyboardInterrupt:
+                # an interrupt while the model is released: the figures are already taken
+                stopped = stopped or "the release of the model"
+                release_note = ("Interrupted while the model was released; the release may "
+                                "not have finished (the process frees the memory when it exits).")
+    if stopped is None and done is not None:
+        return done
+    if done is not None:
+        # the interrupt landed after the last measured run: the result is complete
+        extra = tuple(n for n in (release_note,) if n) + (
+            f"Interrupted during {stopped}, after the last measured run; the result is complete.",)
+        kept = dataclasses.replace(done, notes=done.notes + extra)
+        raise RunInterrupted(
+            f"The run was interrupted during {stopped}, after its last measured run; the "
+            "result is complete and attached as exc.partial.", kept)
+    notes.append(f"Interrupted during {stopped}; {len(runs)} run(s) kept"
+                 + (", the last one partial." if runs and not runs[-1].complete else "."))
+    if release_note:
+        notes.append(release_note)
+    raise RunInterrupted(
+        f"The run was interrupted during {stopped}; the partial result is attached as "
+        "exc.partial (marked incomplete).", result(False))
 
 
 def _without(cfg: ExperimentConfig, skipped: dict[str, str]) -> ExperimentConfig:

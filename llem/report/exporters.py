@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -129,12 +130,37 @@ class CsvExporter(Exporter):
         for row in rows:
             cols.extend(k for k in row if k not in cols)
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-        w.writeheader()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow([csv_cell(c) for c in cols])
         for row in rows:
-            w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+            w.writerow([csv_cell(row.get(k)) for k in cols])
         write_atomic(path, buf.getvalue())
         return path
+
+
+#: First characters that make a spreadsheet read a cell as a formula (or hide one after a
+#: tab or carriage return): ``=``, ``+``, ``-``, ``@``.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` as a CSV cell no spreadsheet runs as a formula.
+
+    Text that starts with ``= + - @``, a tab or a carriage return gets a leading ``'``
+    (spreadsheets show it as text); numbers, and text that is a number (``-1.5``), stay as
+    they are. None is an empty cell.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, (bool, int, float)):
+        return value
+    text = str(value)
+    if text.startswith(FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def _no_options(name: str, options: Mapping[str, Any]) -> None:
@@ -167,7 +193,7 @@ def export(results: Any, path: str | os.PathLike[str], *, format: str | None = N
 
 
 __all__ = [
-    "BUILTIN_EXPORTERS", "CsvExporter", "Exporter", "ExporterPluginError", "HtmlExporter", "JsonExporter",
-    "MarkdownExporter", "check_exporter_class", "export", "exporter_for_path", "exporter_names",
-    "get_exporter", "register_exporter",
+    "BUILTIN_EXPORTERS", "FORMULA_STARTS", "CsvExporter", "Exporter", "ExporterPluginError", "HtmlExporter",
+    "JsonExporter", "MarkdownExporter", "check_exporter_class", "csv_cell", "export", "exporter_for_path",
+    "exporter_names", "get_exporter", "register_exporter",
 ]

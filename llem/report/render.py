@@ -349,15 +349,15 @@ class _MdDoc(_Doc):
         self.chart_errors: list[str] = []
 
     def heading(self, level: int, text: str, anchor: str = "") -> None:
-        self.lines += ["#" * level + " " + text, ""]
+        self.lines += ["#" * level + " " + _md_cell(text), ""]
 
     def para(self, text: str, cls: str = "") -> None:
-        self.lines += [("*" + _md(text) + "*") if cls == "meta" else _md(text), ""]
+        self.lines += [("*" + _md_cell(text) + "*") if cls == "meta" else _md_cell(text), ""]
 
     def banner(self, level: str, text: str) -> None:
         mark = {"danger": "**⚠ ", "warn": "**⚠ ", "info": "**"}.get(level, "**")
         first, _, rest = text.partition(":")
-        body = f"{mark}{_md(first)}:** {_md(rest.strip())}" if rest else f"{mark}{_md(text)}**"
+        body = f"{mark}{_md_cell(first)}:** {_md_cell(rest.strip())}" if rest else f"{mark}{_md_cell(text)}**"
         self.lines += ["> " + body, ""]
 
     def table(self, head: Sequence[str], rows: Iterable[Sequence[Any]], cls: str = "") -> None:
@@ -379,13 +379,14 @@ class _MdDoc(_Doc):
             self.banner("info", f"Chart {name!r} could not be drawn: {exc}")
             return
         self.files.append(path)
-        self.lines += [f"![{_md(_chart_alt(name, chart))}]({self.rel}/{fname})", "", f"*{_md(caption)}*", ""]
+        self.lines += [f"![{_md_cell(_chart_alt(name, chart))}]({self.rel}/{fname})", "",
+                       f"*{_md_cell(caption)}*", ""]
 
     def pre(self, text: str) -> None:
         self.lines += ["```text", text.replace("```", "'''"), "```", ""]
 
     def open_details(self, summary: str, open_: bool = False) -> None:
-        self.lines += [f"### {summary}", ""]
+        self.heading(3, summary)
 
     def close_details(self) -> None:
         pass
@@ -395,11 +396,13 @@ class _MdDoc(_Doc):
 
 
 def _md(text: str) -> str:
-    return re.sub(r"([*_`\[\]<>|])", r"\\\1", str(text))
+    """``text`` with every character Markdown would read as markup escaped."""
+    return re.sub(r"([*_`\[\]<>|#])", r"\\\1", str(text))
 
 
 def _md_cell(text: str) -> str:
-    return _md(text).replace("\n", " ")
+    """:func:`_md` on one line: a line break cannot start a new block (a heading, a list, a quote)."""
+    return re.sub(r"\s*[\r\n]+\s*", " ", _md(text))
 
 
 __all__ = ["render_html", "render_markdown"]

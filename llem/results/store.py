@@ -3,26 +3,102 @@
 :meth:`Result.save <llem.results.Result.save>` writes one JSON file per result, atomically
 (:func:`llem._files.write_atomic`); :func:`load_result` reads one file and
 :func:`load_results` a folder, where a corrupt file is reported and skipped, never
-stopping the others from loading.
+stopping the others from loading. Only regular files are read (a symbolic link is
+followed to one), never more than :data:`MAX_RESULT_BYTES`: a FIFO, a device or a huge
+file is named and skipped, so loading a folder never hangs.
+
+Before measuring, :func:`check_writable` says whether a folder can take results;
+:func:`save_or_keep` saves one and, when the folder cannot take it after all (a full
+disk, a folder removed meanwhile), keeps it in a fallback folder
+(:func:`fallback_folders`) and says where.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
+import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
+from llem._files import TMP_PREFIX, clean_stale_temps
 from llem.errors import LlemError
 from llem.results.result import Result, ResultList
+
+#: The largest result file llem reads, in bytes (256 MiB: some 4 million generated tokens
+#: with their times); a larger file is refused with its size, unless ``max_bytes`` is raised.
+MAX_RESULT_BYTES = 256 * 2**20
 
 
 class ResultFileError(LlemError, ValueError):
     """A results file could not be read as a llem result."""
 
 
-def load_result(path: str | os.PathLike[str]) -> Result:
+class ResultsFolderError(LlemError, OSError):
+    """A results folder cannot take results (a file in its path, no permission, a full disk)."""
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n} bytes"
+
+
+def _read_capped(p: Path, max_bytes: int) -> bytes:
+    """The bytes of regular file ``p`` (a link is followed), refused when it is not one or too big."""
+    try:
+        st = os.stat(p)  # follows a symbolic link: what it points at is what counts
+    except FileNotFoundError:
+        raise ResultFileError(f"Result file {str(p)!r} does not exist.") from None
+    except OSError as exc:
+        raise ResultFileError(f"Result file {str(p)!r} could not be read: {exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        link = " (through a symbolic link)" if p.is_symlink() else ""
+        raise ResultFileError(f"Result file {str(p)!r} is {_kind(st.st_mode)}{link}, not a regular "
+                              "file; llem reads results only from regular files. Remove it or "
+                              "rename it so its name does not end in .json.")
+    try:
+        # non-blocking, so a FIFO put in its place meanwhile cannot hang the open
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise ResultFileError(f"Result file {str(p)!r} could not be read: {exc}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ResultFileError(f"Result file {str(p)!r} is {_kind(st.st_mode)}, not a regular file; "
+                                  "llem reads results only from regular files.")
+        data = f.read(max_bytes + 1) if st.st_size <= max_bytes else b""
+        if st.st_size > max_bytes or len(data) > max_bytes:
+            size = max(st.st_size, len(data))
+            raise ResultFileError(
+                f"Result file {str(p)!r} is {_size(size)}, over the {_size(max_bytes)} llem reads "
+                "(MAX_RESULT_BYTES). If it is a result, read it with "
+                "load_result(path, max_bytes=...); otherwise remove it from the folder.")
+    return data
+
+
+def load_result(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> Result:
     """Read one result file written by :meth:`Result.save`.
+
+    Parameters
+    ----------
+    path : path
+        A regular file (or a symbolic link to one).
+    max_bytes : int, optional
+        Refuse a larger file (default :data:`MAX_RESULT_BYTES`).
 
     Raises
     ------
@@ -30,11 +106,10 @@ def load_result(path: str | os.PathLike[str]) -> Result:
         Naming the file and what is wrong with it.
     """
     p = Path(path)
+    raw = _read_capped(p, MAX_RESULT_BYTES if max_bytes is None else max_bytes)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ResultFileError(f"Result file {str(p)!r} does not exist.") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
         raise ResultFileError(f"Result file {str(p)!r} could not be read: {exc}") from None
     except json.JSONDecodeError as exc:
         raise ResultFileError(
@@ -52,21 +127,26 @@ def load_result(path: str | os.PathLike[str]) -> Result:
         ) from None
 
 
-def load_results(folder: str | os.PathLike[str] = "llem-results") -> ResultList:
+def load_results(folder: str | os.PathLike[str] = "llem-results", *,
+                 max_bytes: int | None = None) -> ResultList:
     """Read every ``*.json`` result in ``folder``, oldest first.
 
-    A file that cannot be read is reported (a warning naming the file and the problem, and
-    an entry in the returned list's ``errors``) and skipped; the others still load.
+    A file that cannot be read (corrupt, not a regular file, over :data:`MAX_RESULT_BYTES`)
+    is reported (a warning naming the file and the problem, and an entry in the returned
+    list's ``errors``) and skipped; the others still load. Temporaries an interrupted save
+    left behind are removed (:func:`llem._files.clean_stale_temps`). ``max_bytes`` is
+    passed to :func:`load_result`.
     """
     root = Path(folder)
     if not root.is_dir():
         raise ResultFileError(f"Results folder {str(root)!r} does not exist.")
+    clean_stale_temps(root)
     results, errors = [], {}
     for p in sorted(root.glob("*.json")):
-        if p.name.startswith(".tmp-"):
+        if p.name.startswith(TMP_PREFIX):
             continue
         try:
-            results.append(load_result(p))
+            results.append(load_result(p, max_bytes=max_bytes))
         except ResultFileError as exc:
             errors[str(p)] = str(exc)
             warnings.warn(str(exc), stacklevel=2)
@@ -74,4 +154,91 @@ def load_results(folder: str | os.PathLike[str] = "llem-results") -> ResultList:
     return ResultList(results, errors)
 
 
-__all__ = ["ResultFileError", "load_result", "load_results"]
+def _why(folder: Path, exc: OSError) -> str:
+    """Why ``folder`` cannot take files, in words."""
+    for up in (folder, *folder.parents):
+        if up.exists() or up.is_symlink():
+            if not up.is_dir():
+                return (f"{str(up)!r} is a file, not a folder" if up != folder
+                        else "it is a file, not a folder")
+            break
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied (the folder is not writable)"
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full (no space left on device)"
+    if exc.errno == errno.EROFS:
+        return "it is on a read-only file system"
+    return exc.strerror or str(exc)
+
+
+def check_writable(folder: str | os.PathLike[str]) -> Path:
+    """Make sure results can be saved in ``folder`` (created if missing); return it.
+
+    A file is created there and removed, so a folder on a read-only or full disk, or
+    without write permission, is found before anything is measured.
+
+    Raises
+    ------
+    ResultsFolderError
+        Naming the folder, why it cannot take results, and the fix.
+    """
+    p = Path(folder)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=TMP_PREFIX, dir=p)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ResultsFolderError(
+            f"Results cannot be saved in {str(p)!r}: {_why(p, exc)}. Fix: give a folder you "
+            "can write to (llem run -o FOLDER, or the config's output_dir).") from None
+    return p
+
+
+def fallback_folders() -> list[Path]:
+    """Where :func:`save_or_keep` keeps a result its folder could not take, in order of choice.
+
+    The user's cache (``$XDG_CACHE_HOME/llem/unsaved-results``, else
+    ``~/.cache/llem/unsaved-results``), then the system's temporary folder
+    (``<tmp>/llem-unsaved-results``).
+    """
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return [Path(cache) / "llem" / "unsaved-results", Path(tempfile.gettempdir()) / "llem-unsaved-results"]
+
+
+def save_or_keep(result: Any, folder: str | os.PathLike[str] | None = None) -> tuple[Path, str]:
+    """Save ``result`` in ``folder``; if that fails, in the first fallback folder that takes it.
+
+    Returns
+    -------
+    (path, problem)
+        The file written, and ``""`` when it is in ``folder``, else one line saying why
+        ``folder`` failed and where the result was kept.
+
+    Raises
+    ------
+    ResultsFolderError
+        Neither ``folder`` nor any fallback folder could take it (the message names all).
+    """
+    target = Path(folder if folder is not None else result.config.get("output_dir") or "llem-results")
+    try:
+        return result.save(target), ""
+    except OSError as exc:
+        why = _why(target, exc)
+    tried = []
+    for fb in fallback_folders():
+        try:
+            path = result.save(fb)
+        except OSError as exc:
+            tried.append(f"{str(fb)!r} ({_why(fb, exc)})")
+            continue
+        return path, (f"saving in {str(target)!r} failed ({why}); the result was kept in {str(path)!r} "
+                      "instead: move it where it belongs.")
+    raise ResultsFolderError(
+        f"The result could not be saved in {str(target)!r} ({why}) nor in the fallback folders "
+        + ", ".join(tried) + ". Fix: free disk space or give a writable folder; in Python the "
+        "result is still in memory (result.save(folder)).")
+
+
+__all__ = ["MAX_RESULT_BYTES", "ResultFileError", "ResultsFolderError", "check_writable",
+           "fallback_folders", "load_result", "load_results", "save_or_keep"]

@@ -123,6 +123,9 @@ def sweep(
         SweepResult so far; run the same sweep again to resume.
     ConfigError
         The base config or the grid is wrong (an unknown field, a value that is not a list).
+    FolderInUseError
+        Another sweep is running on the same results folder (a ConfigError naming its
+        pid, host and start time); a stale lock is taken over instead, with a note.
     """
     base = as_config(base_config)
     runner = _executor(executor, ray_address)
@@ -136,72 +139,73 @@ def sweep(
     study_id = digest({"grid": grid_id, "cycles": study.cycles, "order": study.order})
     root = Path(results_dir) if results_dir is not None else Path(base.output_dir) / f"sweep-{grid_id}"
     store = Store(root)
-    store.write_study({
-        "study_id": study_id, "study": dataclasses.asdict(study), "executor": runner.name,
-        "base": base.to_dict(only_set=True), "grid": flatten_grid(grid),
-        "variants": list(variants or ()),
-        "trials": [{"label": t.label, "key": t.key, "load_key": t.load_key,
-                    "settings": t.settings} for t in trials],
-        "skipped": [dataclasses.asdict(s) for s in skipped],
-        "order": [[r.trial.key, r.cycle] for r in runs],
-    })
+    with store.lock(study_id) as lock:  # one sweep at a time in a folder; released on every exit
+        store.write_study({
+            "study_id": study_id, "study": dataclasses.asdict(study), "executor": runner.name,
+            "base": base.to_dict(only_set=True), "grid": flatten_grid(grid),
+            "variants": list(variants or ()),
+            "trials": [{"label": t.label, "key": t.key, "load_key": t.load_key,
+                        "settings": t.settings} for t in trials],
+            "skipped": [dataclasses.asdict(s) for s in skipped],
+            "order": [[r.trial.key, r.cycle] for r in runs],
+        })
 
-    saved = store.saved({(r.trial.key, r.cycle) for r in runs}) if resume else {}
-    todo = [r for r in runs if (r.trial.key, r.cycle) not in saved]
+        saved = store.saved({(r.trial.key, r.cycle) for r in runs}) if resume else {}
+        todo = [r for r in runs if (r.trial.key, r.cycle) not in saved]
 
-    widget = None
-    if progress is None and _in_notebook():
+        widget = None
+        if progress is None and _in_notebook():
+            try:
+                # The one import upward in llem's layers (L7 -> L8): the notebook progress
+                # hook. It is made only in a running notebook; llem.widgets.sweep imports
+                # llem.study at its top, never the other way round.
+                from llem.widgets.sweep import SweepWidget
+
+                widget = SweepWidget(total=len(runs), trials=[t.label for t in trials],
+                                     skipped=skipped)
+                widget.show()
+                progress, on_result = widget.update, _chain(widget.add_result, on_result)
+                for r in saved.values():
+                    widget.add_result(r)
+            except Exception:  # noqa: BLE001 - no widget (no ipywidgets): run without one
+                widget, progress = None, None
+        elif progress is True:
+            progress = text_progress()
+        elif progress is False:
+            progress = None
+
+        driver = Driver(runs, store, study_id, len(saved), progress, on_result)
+        driver.emit("start")
+
+        def outcome(complete: bool) -> SweepResult:
+            by_pair = {**saved, **driver.results}
+            results = [by_pair[(r.trial.key, r.cycle)] for r in runs if (r.trial.key, r.cycle) in by_pair]
+            notes = list(driver.callback_errors) + driver.notes + [n for n in (lock.note,) if n]
+            if is_ray and declared is None:
+                notes.append("Tier checks were left to the Ray workers; set target_gpu to check "
+                             "every trial before sending it.")
+            if not skipped and not trials:
+                notes.append("No trial to run.")
+            loads = getattr(runner, "loads", None)
+            return SweepResult(results, list(driver.failures), skipped, trials, runs, study, root,
+                               complete, loads, len(saved), notes)
+
         try:
-            # The one import upward in llem's layers (L7 -> L8): the notebook progress
-            # hook. It is made only in a running notebook; llem.widgets.sweep imports
-            # llem.study at its top, never the other way round.
-            from llem.widgets.sweep import SweepWidget
-
-            widget = SweepWidget(total=len(runs), trials=[t.label for t in trials],
-                                 skipped=skipped)
-            widget.show()
-            progress, on_result = widget.update, _chain(widget.add_result, on_result)
-            for r in saved.values():
-                widget.add_result(r)
-        except Exception:  # noqa: BLE001 - no widget (no ipywidgets): run without one
-            widget, progress = None, None
-    elif progress is True:
-        progress = text_progress()
-    elif progress is False:
-        progress = None
-
-    driver = Driver(runs, store, study_id, len(saved), progress, on_result)
-    driver.emit("start")
-
-    def outcome(complete: bool) -> SweepResult:
-        by_pair = {**saved, **driver.results}
-        results = [by_pair[(r.trial.key, r.cycle)] for r in runs if (r.trial.key, r.cycle) in by_pair]
-        notes = list(driver.callback_errors)
-        if is_ray and declared is None:
-            notes.append("Tier checks were left to the Ray workers; set target_gpu to check "
-                         "every trial before sending it.")
-        if not skipped and not trials:
-            notes.append("No trial to run.")
-        loads = getattr(runner, "loads", None)
-        return SweepResult(results, list(driver.failures), skipped, trials, runs, study, root,
-                           complete, loads, len(saved), notes)
-
-    try:
-        runner.execute(todo, driver, study, prompts)
-    except (KeyboardInterrupt, RunInterrupted) as exc:
-        partial = outcome(False)
-        driver.emit("interrupted")
+            runner.execute(todo, driver, study, prompts)
+        except (KeyboardInterrupt, RunInterrupted) as exc:
+            partial = outcome(False)
+            driver.emit("interrupted")
+            if widget is not None:
+                widget.finish(partial)
+            raise SweepInterrupted(
+                f"The sweep was interrupted after {driver.done} of {driver.total} runs; their "
+                f"results are saved in {str(root)!r}. Run the same sweep again to resume.",
+                partial) from (exc if not isinstance(exc, KeyboardInterrupt) else None)
+        result = outcome(True)
+        driver.emit("done")
         if widget is not None:
-            widget.finish(partial)
-        raise SweepInterrupted(
-            f"The sweep was interrupted after {driver.done} of {driver.total} runs; their "
-            f"results are saved in {str(root)!r}. Run the same sweep again to resume.",
-            partial) from (exc if not isinstance(exc, KeyboardInterrupt) else None)
-    result = outcome(True)
-    driver.emit("done")
-    if widget is not None:
-        widget.finish(result)
-    return result
+            widget.finish(result)
+        return result
 
 
 __all__ = ["sweep", "text_progress"]

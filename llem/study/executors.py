@@ -75,7 +75,11 @@ class LocalExecutor:
                         result = cold_run(r.trial.config, prompts, driver.store.meta)
                     else:
                         result = run_one(r.trial.config, prompts, backend=self.backend)
-                except (KeyboardInterrupt, RunInterrupted):
+                except RunInterrupted as exc:
+                    if isinstance(exc.partial, Result) and exc.partial.complete:
+                        driver.finished(r, exc.partial)  # stopped after its last measured run
+                    raise
+                except KeyboardInterrupt:
                     raise
                 except Exception as exc:  # noqa: BLE001 - a failing run is recorded, not fatal
                     self.backend.release()  # its state is unknown (after an OOM, say)

@@ -30,6 +30,7 @@ import yaml
 
 from llem.config import ExperimentConfig
 from llem.errors import ConfigError, UnknownNameError, did_you_mean
+from llem.results.store import ResultsFolderError
 from llem.study.api import sweep
 from llem.study.executors import RayExecutor
 from llem.study.grid import flatten_grid
@@ -115,7 +116,8 @@ def sweep_command(path: str | os.PathLike[str], ray_address: str | None = None, 
     """``llem sweep FILE``: run a sweep file, print progress and the summary.
 
     Returns the exit status: 0 when every run succeeded, 1 when some failed, 2 for a bad
-    file, 130 when interrupted (results so far are saved; run again to resume).
+    file or a results folder that cannot be used (not writable, or another sweep's), 130
+    when interrupted (results so far are saved; run again to resume).
     """
     stream = out or sys.stdout
     try:
@@ -132,7 +134,7 @@ def sweep_command(path: str | os.PathLike[str], ray_address: str | None = None, 
     except SweepInterrupted as exc:
         print(f"llem sweep: {exc}", file=sys.stderr)
         return 130
-    except ConfigError as exc:
+    except (ConfigError, ResultsFolderError) as exc:  # a bad file, a folder in use or not writable
         print(f"llem sweep: {exc}", file=sys.stderr)
         return 2
     print(repr(res), file=stream)
