@@ -333,14 +333,18 @@ def run(config: str, sets: dict[str, Any], output_dir: str | None, report_path: 
               help="Run the trials on this Ray cluster ('auto' for the local one).")
 @click.option("--max-retries", type=int, default=3, show_default=True,
               help="Retries of a Ray trial whose worker died.")
+@click.option("--max-trials", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Most trials to plan (default: llem.study.grid.MAX_TRIALS, 1000); a larger "
+                   "grid is refused with its count unless this allows it.")
 def sweep(file: str, results_dir: str | None, no_resume: bool, target: str | None, ray_address: str | None,
-          max_retries: int) -> None:
+          max_retries: int, max_trials: int | None) -> None:
     """Run the sweep in FILE (a config with a `sweep:` block); resumes an interrupted one."""
     from llem.study import sweep_command
 
+    limit: dict[str, Any] = {"max_trials": max_trials} if max_trials is not None else {}
     with StopSignals() as stop:  # SIGTERM stops it as Ctrl-C does: what was saved stays saved
         code = sweep_command(file, ray_address, results_dir=results_dir, resume=not no_resume,
-                             target_gpu=target, max_retries=max_retries)
+                             target_gpu=target, max_retries=max_retries, **limit)
     sys.exit(stop.exit_code if code == EXIT_INTERRUPTED else code)
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from traitlets import HasTraits, Instance, List, TraitError, observe
 
 from llem import spec
+from llem._input import load_json, load_yaml, read_text, short
 from llem.errors import ConfigError, UnknownNameError, did_you_mean
 from llem.machine import Where, where
 from llem.sections import (
@@ -47,6 +48,7 @@ from llem.sections import (
     unsupported,
     warn_alias,
 )
+from llem.spec.flat import given_once, nested_spelling
 from llem.spec.model import BACKENDS
 from llem.spec.rules import MISSING, RULES, Violation, evaluate
 
@@ -310,9 +312,16 @@ class ExperimentConfig(_ExperimentFields):
         return [self, *(getattr(self, s) for s in _SECTION_CLASSES)]
 
     def _flatten(
-        self, values: Mapping[str, Any], given: set[str] | None = None
+        self, values: Mapping[str, Any], given: set[str] | None = None,
+        seen: dict[str, str] | None = None, spelled: Mapping[str, str] | None = None,
     ) -> list[tuple[Section, str, Any]]:
+        """``values`` as (section object, field, value); a field given twice is refused.
+
+        ``seen`` maps each field given so far to how it was written; ``spelled`` gives how a
+        key of ``values`` was written when that differs from the key (a nested section).
+        """
         items: list[tuple[Section, str, Any]] = []
+        seen = {} if seen is None else seen
         for key, value in values.items():
             if not isinstance(key, str):
                 raise InvalidValue(f"config keys must be strings, not {describe(key)}")
@@ -326,7 +335,8 @@ class ExperimentConfig(_ExperimentFields):
                 if given is not None and value:
                     given.add(key)
                 for k, v in value.items():
-                    items += self._flatten({f"{key}.{k}": v}, given)
+                    items += self._flatten({f"{key}.{k}": v}, given, seen,
+                                           {f"{key}.{k}": nested_spelling(key, str(k))})
                 continue
             if "." not in key and key not in self._rows and isinstance(value, Mapping):
                 names = [*_SECTION_CLASSES, *self._rows]
@@ -341,6 +351,7 @@ class ExperimentConfig(_ExperimentFields):
                 rule = next(r for r in RULES if r.check == "vllm_bnb_flags")
                 raise InvalidValue(f"{path} refused: " + Violation(rule, f"{path} given").message)
             canonical, alias = resolve_path(path)
+            given_once(seen, canonical, (spelled or {}).get(key, key))
             if alias:
                 warn_alias(alias, canonical)
                 self.notes = [*self.notes, f"{alias!r} loaded as {canonical!r} (old name)"]
@@ -374,6 +385,14 @@ class ExperimentConfig(_ExperimentFields):
             raise ConfigError(f"a config must be a mapping, not {describe(data)}")
         data = dict(data)
         notes = data.pop("notes", None)
+        if notes is not None and (not isinstance(notes, list)
+                                  or not all(isinstance(n, str) for n in notes)):
+            bad = notes if not isinstance(notes, list) else next(
+                n for n in notes if not isinstance(n, str))
+            example = bad if isinstance(bad, str) else short(bad)
+            raise ConfigError(
+                f"notes must be a list of strings, not {'a list holding ' if bad is not notes else ''}"
+                f"{describe(bad)}. Fix: write notes: [{example[:40]!r}] (one string per note).")
         cfg = cls()
         try:
             cfg._load(data)
@@ -381,8 +400,8 @@ class ExperimentConfig(_ExperimentFields):
             if isinstance(e, ConfigError):
                 raise
             raise ConfigError(str(e)) from None
-        if notes and isinstance(notes, list):
-            cfg.notes = [*cfg.notes, *map(str, notes)]
+        if notes:
+            cfg.notes = [*cfg.notes, *notes]
         return cfg
 
     def to_dict(self, only_set: bool = False) -> dict[str, Any]:  # type: ignore[override]
@@ -408,13 +427,9 @@ class ExperimentConfig(_ExperimentFields):
         return json.dumps(self.to_dict(only_set=only_set), indent=2, sort_keys=False)
 
     @classmethod
-    def from_json(cls, text: str) -> ExperimentConfig:
-        """Parse JSON text (as written by :meth:`to_json`)."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"not valid JSON: {e}") from None
-        return cls.from_dict(data)
+    def from_json(cls, text: str, *, source: str = "the config") -> ExperimentConfig:
+        """Parse JSON text (as written by :meth:`to_json`); errors name ``source``."""
+        return cls.from_dict(load_json(text, source))
 
     def to_yaml(self, only_set: bool = True) -> str:
         """YAML text of :meth:`to_dict`."""
@@ -423,14 +438,13 @@ class ExperimentConfig(_ExperimentFields):
         return yaml.safe_dump(self.to_dict(only_set=only_set), sort_keys=False)
 
     @classmethod
-    def from_yaml(cls, text: str) -> ExperimentConfig:
-        """Parse YAML text; a ``sweep:`` block, if any, is ignored here (see llem.study.sweepfile)."""
-        import yaml
+    def from_yaml(cls, text: str, *, source: str = "the config") -> ExperimentConfig:
+        """Parse YAML text; a ``sweep:`` block, if any, is ignored here (see llem.study.sweepfile).
 
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"not valid YAML: {e}") from None
+        The text is read within :mod:`llem._input`'s bounds: a key given twice, nesting
+        deeper than 64 levels, a huge integer or an alias "bomb" is refused, naming ``source``.
+        """
+        data = load_yaml(text, source)
         if data is None:
             data = {}
         if isinstance(data, dict):
@@ -441,10 +455,11 @@ class ExperimentConfig(_ExperimentFields):
     def load(cls, path: str | Path) -> ExperimentConfig:
         """Read a ``.yaml``/``.yml`` or ``.json`` config file."""
         p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"config file {str(p)!r} does not exist")
-        text = p.read_text(encoding="utf-8")
-        return cls.from_json(text) if p.suffix == ".json" else cls.from_yaml(text)
+        text = read_text(p, "config file")
+        source = f"config file {str(p)!r}"
+        if p.suffix == ".json":
+            return cls.from_json(text, source=source)
+        return cls.from_yaml(text, source=source)
 
     def save(self, path: str | Path) -> Path:
         """Write the config (only what is set) as YAML or JSON, by the file's suffix."""

@@ -32,6 +32,7 @@ from IPython.core.magic_arguments import MagicArgumentParser
 from traitlets import Bool, Dict, Enum, Int, TraitError, Unicode, validate
 
 from llem import spec
+from llem._input import InputRefused, load_json, load_yaml, parse_yaml, read_text
 from llem.config import choices
 from llem.errors import LlemError, unknown_name
 from llem.machine import Where, where
@@ -137,6 +138,13 @@ def option_updates(args: Any, backend: str | None = None) -> dict[str, Any]:
         raise UsageError(str(e)) from None
 
 
+def _first_key_is_config(text: str) -> bool:
+    """True when the cell's first line is ``key:`` with a config key (the cell is a config block)."""
+    first = next((ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")), "")
+    key, colon, _ = first.partition(":")
+    return bool(colon) and _looks_like_config({key.strip(): None})
+
+
 def _looks_like_config(data: Any) -> bool:
     if not isinstance(data, Mapping) or not data:
         return False
@@ -168,8 +176,12 @@ def parse_cell(cell: str) -> tuple[dict[str, Any], list[str] | None]:
     import yaml
 
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
     except yaml.YAMLError:
+        data = None
+    except InputRefused as e:  # a bound crossed: refuse a config block, keep prompts as prompts
+        if _first_key_is_config(text):
+            raise UsageError(f"the cell: {e}") from None
         data = None
     if _looks_like_config(data):
         flat = _flatten(data, "the cell")
@@ -333,12 +345,11 @@ class LlemMagics(Magics):
         if not path.is_file():
             raise UsageError(f"Config file {source!r} not found (and no variable of that name). "
                              "Give a .yaml/.yml/.json file or the name of an ExperimentConfig.")
-        import yaml
-
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise UsageError(f"{source}: not valid YAML/JSON: {e}") from None
+            text = read_text(path, "config file")
+            data = (load_json if path.suffix == ".json" else load_yaml)(text, source) or {}
+        except LlemError as e:
+            raise UsageError(str(e)) from None
         if not isinstance(data, Mapping):
             raise UsageError(f"{source}: a config file holds a mapping of fields, not a "
                              f"{type(data).__name__}.")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llem import spec
+from llem._input import InputRefused, parse_yaml
 from llem.config import ExperimentConfig, choices
 from llem.errors import ConfigError, LlemError, unknown_name
 from llem.spec.model import Param
@@ -183,7 +184,9 @@ def parse_value(text: str, item: str | None = None) -> Any:
     import yaml
 
     try:
-        return yaml.safe_load(text)
+        return parse_yaml(text)
+    except InputRefused as e:
+        raise InputRefused(f"--set {item or text!r}: {e}") from None
     except yaml.YAMLError as e:
         if stripped[0] not in "[{\"'":
             return text

@@ -18,6 +18,7 @@ from traitlets import Any as AnyTrait
 from traitlets import HasTraits, TraitError, validate
 
 from llem import plugins, spec
+from llem._input import InputRefused, check_data, short
 from llem.errors import ConfigError, UnknownNameError, did_you_mean
 from llem.spec.model import BACKENDS, SECTION_CLASSES, Param
 from llem.spec.rules import MISSING, evaluate
@@ -47,8 +48,8 @@ _TYPE_WORDS = {
 
 
 def describe(value: Any) -> str:
-    """``the str 'a'``: a value and its type, for error messages."""
-    return f"the {type(value).__name__} {value!r}"
+    """``the str 'a'``: a value and its type, for error messages (a long one cut short)."""
+    return f"the {type(value).__name__} {short(value, 200)}"
 
 
 def choices(row: Param) -> tuple[Any, ...]:
@@ -84,14 +85,15 @@ def check_value(row: Param, value: Any) -> Any:
         except TypeError:  # an unhashable value compared with the choices
             ok = False
         if not ok:
-            hint = did_you_mean(str(value), [str(c) for c in allowed])
+            text = value if isinstance(value, str) else short(value)
+            hint = did_you_mean(text, [str(c) for c in allowed]) if len(text) <= 100 else ""
             fix = f"set {path} to one of those" + (", or leave it unset." if row.allow_none else ".")
             if row.registry:
                 fix += (f" A {row.registry} of your own can be registered with "
                         f"llem.register_{row.registry}(name, cls).")
             raise InvalidValue(
                 f"{path} must be one of {', '.join(repr(c) for c in allowed)}, "
-                f"not {value!r}.{hint} Fix: {fix}"
+                f"not {short(value)}.{hint} Fix: {fix}"
             )
         return value
     ok = {
@@ -113,6 +115,11 @@ def check_value(row: Param, value: Any) -> Any:
         value = float(value)
         if value != value or value in (float("inf"), float("-inf")):
             raise InvalidValue(f"{path} must be a finite number, not {value!r}. Allowed: {_allowed(row)}.")
+    if t in ("dict", "list", "str_or_list") and not isinstance(value, str):
+        try:
+            check_data(value, path)
+        except InputRefused as e:
+            raise InvalidValue(str(e)) from None
     if t == "dict":
         value = dict(value)
     if t == "list" or (t == "str_or_list" and not isinstance(value, str)):
@@ -122,7 +129,7 @@ def check_value(row: Param, value: Any) -> Any:
         hi_bad = row.max is not None and (value >= row.max if row.max_exclusive else value > row.max)
         if lo_bad or hi_bad:
             raise InvalidValue(
-                f"{path} must be {_allowed(row)}, not {value!r}. Fix: choose a value in that range"
+                f"{path} must be {_allowed(row)}, not {short(value)}. Fix: choose a value in that range"
                 + (", or leave it unset." if row.allow_none else ".")
             )
     return value

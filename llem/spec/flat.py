@@ -20,6 +20,7 @@ from typing import Any
 from llem.errors import ConfigError
 from llem.spec.model import SECTIONS
 from llem.spec.params import PARAMS
+from llem.spec.queries import aliases
 
 #: Every path the table knows (aliases included): their values are leaves.
 _ROWS: frozenset[str] = frozenset(
@@ -63,28 +64,59 @@ def flatten(config: Mapping[str, Any], *, skip: Iterable[str] = NOT_SETTINGS) ->
     """
     skipped = set(skip)
     out: dict[str, Any] = {}
+    seen: dict[str, str] = {}
     for key, value in config.items():
         _check_key(key)
         if key in skipped:
             continue
         if "." in key:
-            _put(out, key, value)
+            _put(out, seen, key, value, key)
         elif key in SECTIONS and isinstance(value, Mapping) and not is_leaf(f"experiment.{key}"):
             for name, v in value.items():
                 _check_key(name)
-                _put(out, f"{key}.{name}", v)
+                _put(out, seen, f"{key}.{name}", v, nested_spelling(key, name))
         else:
-            _put(out, f"experiment.{key}", value)
+            _put(out, seen, f"experiment.{key}", value, key)
     return out
 
 
-def _put(out: dict[str, Any], path: str, value: Any) -> None:
+def _put(out: dict[str, Any], seen: dict[str, str], path: str, value: Any, spelling: str) -> None:
     if isinstance(value, Mapping) and value and not is_leaf(path):
         for k, v in value.items():
             _check_key(k)
-            _put(out, f"{path}.{k}", v)
+            _put(out, seen, f"{path}.{k}", v, f"{spelling}.{k}")
     else:
+        given_once(seen, path, spelling)
         out[path] = value
+
+
+#: An alias (``section.old_name``, or the seed's name) -> the row's path.
+_CANONICAL: dict[str, str] = aliases()
+
+
+def nested_spelling(section: str, name: str) -> str:
+    """How a field given inside its section's mapping is written: ``pytorch: {batch_size}``."""
+    return f"{section}: {{{name}}}"
+
+
+def given_once(seen: dict[str, str], path: str, spelling: str) -> None:
+    """Record that ``path`` was given as ``spelling``; refuse a second spelling of one field.
+
+    ``pytorch.batch_size`` and ``pytorch: {batch_size}``, an alias and its row's name, or
+    ``model`` and ``experiment.model`` all name one field: a config that gives it twice is
+    ambiguous (which one wins?), so it is refused, naming both spellings.
+
+    Raises
+    ------
+    ConfigError
+        When ``path`` (or the row an alias names) is already in ``seen``.
+    """
+    canonical = _CANONICAL.get(path, path)
+    if canonical in seen:
+        raise ConfigError(
+            f"{canonical} is given twice, as {seen[canonical]!r} and as {spelling!r}; llem does "
+            "not let one of them win silently. Fix: give it once.")
+    seen[canonical] = spelling
 
 
 def _check_key(key: Any) -> None:
@@ -93,4 +125,4 @@ def _check_key(key: Any) -> None:
                           "write the key in quotes.")
 
 
-__all__ = ["NOT_SETTINGS", "flatten", "is_leaf"]
+__all__ = ["NOT_SETTINGS", "flatten", "given_once", "is_leaf", "nested_spelling"]

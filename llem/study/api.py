@@ -17,7 +17,16 @@ from typing import Any
 
 from llem.errors import ConfigError, RunInterrupted
 from llem.study.executors import LocalExecutor, RayExecutor
-from llem.study.grid import as_config, digest, expand, flatten_grid
+from llem.study.grid import (
+    MAX_TRIALS,
+    as_config,
+    check_count,
+    count_points,
+    digest,
+    expand,
+    flatten_grid,
+    plan_words,
+)
 from llem.study.outcome import ProgressCallback, SweepInterrupted, SweepProgress, SweepResult
 from llem.study.plan import Study, plan
 from llem.study.store import Driver, Store
@@ -78,6 +87,7 @@ def sweep(
     on_result: Callable[[Any], None] | None = None,
     target_gpu: str | float | None = None,
     prompts: Any = None,
+    max_trials: int | None = MAX_TRIALS,
 ) -> SweepResult:
     """Run ``base_config`` over a grid of settings, as a study of ``study.cycles`` cycles.
 
@@ -111,6 +121,10 @@ def sweep(
         ``target_gpu``, else this machine (with the ``local`` executor).
     prompts : optional
         Prompts for every run (see :func:`llem.run`); default the config's.
+    max_trials : int or None
+        Most trials to plan (default 1000). The grid is counted from its sizes before
+        anything is expanded; a larger sweep is refused with its count unless this allows
+        it (None: no limit).
 
     Returns
     -------
@@ -122,11 +136,17 @@ def sweep(
         On ``KeyboardInterrupt``; what was saved stays saved, ``exc.partial`` is the
         SweepResult so far; run the same sweep again to resume.
     ConfigError
-        The base config or the grid is wrong (an unknown field, a value that is not a list).
+        The base config or the grid is wrong (an unknown field, a value that is not a list),
+        or the grid has more than ``max_trials`` trials.
     FolderInUseError
         Another sweep is running on the same results folder (a ConfigError naming its
         pid, host and start time); a stale lock is taken over instead, with a note.
     """
+    variants = list(variants or ())
+    count, words = count_points(grid, variants)
+    check_count(count, words, max_trials)
+    if progress is True:
+        print(f"llem sweep: planning {plan_words(count, words)}", file=sys.stderr, flush=True)
     base = as_config(base_config)
     runner = _executor(executor, ray_address)
     is_ray = isinstance(runner, RayExecutor)
@@ -143,7 +163,7 @@ def sweep(
         store.write_study({
             "study_id": study_id, "study": dataclasses.asdict(study), "executor": runner.name,
             "base": base.to_dict(only_set=True), "grid": flatten_grid(grid),
-            "variants": list(variants or ()),
+            "variants": variants,
             "trials": [{"label": t.label, "key": t.key, "load_key": t.load_key,
                         "settings": t.settings} for t in trials],
             "skipped": [dataclasses.asdict(s) for s in skipped],

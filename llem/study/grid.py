@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from llem.backends.base import load_time_paths, load_time_values
 from llem.config import ExperimentConfig
 from llem.errors import ConfigError, UnknownNameError
 from llem.machine import get_machine
+from llem.spec.flat import given_once, nested_spelling
 
 #: Config fields that say how a study is run or where it is stored, not what is measured;
 #: they are left out of a run's identity, so a sweep can resume with more cycles or gaps.
@@ -136,6 +138,7 @@ def flatten_grid(grid: Mapping[str, Any] | None) -> dict[str, list[Any]]:
         field (the study describes the sweep itself).
     """
     out: dict[str, list[Any]] = {}
+    seen: dict[str, str] = {}
 
     def walk(prefix: str, node: Mapping[str, Any]) -> None:
         for k, v in node.items():
@@ -158,6 +161,11 @@ def flatten_grid(grid: Mapping[str, Any] | None) -> dict[str, list[Any]]:
                 raise ConfigError(
                     f"sweep grid entry {key!r}: the study settings describe the sweep itself "
                     "(cycles, order, gaps, cold start); set them in the config's study section.")
+            spelling = nested_spelling(*key.split(".", 1)) if prefix else key
+            try:
+                given_once(seen, path, spelling)
+            except ConfigError as exc:
+                raise ConfigError(f"sweep grid: {exc}") from None
             out[path] = list(v)
 
     walk("", dict(grid or {}))
@@ -178,22 +186,81 @@ def combinations(grid: Mapping[str, Any] | None = None,
         for values in itertools.product(*(flat[k] for k in keys)):
             points.append(dict(zip(keys, values)))
     for i, var in enumerate(variants or ()):
-        if not isinstance(var, Mapping):
-            raise ConfigError(f"sweep variant #{i + 1} must be a mapping of settings, not {var!r}.")
-        nested = {k: v for k, v in var.items() if isinstance(v, Mapping) and "." not in str(k)
-                  and k not in ("passthrough",)}
-        point: dict[str, Any] = {}
-        for section, fields_ in nested.items():
-            for k, v in fields_.items():
-                point[_normalise_key(f"{section}.{k}")] = v
-        for k, v in var.items():
-            if k not in nested:
-                point[_normalise_key(str(k))] = v
-        if any(p.startswith("study.") for p in point):
-            raise ConfigError(f"sweep variant #{i + 1} sets study fields; set them in the "
-                              "config's study section.")
-        points.append(point)
+        points.append(_variant_point(var, i + 1))
     return points or [{}]
+
+
+#: Most trials :func:`llem.study.sweep` plans unless its caller allows more (``max_trials=``).
+MAX_TRIALS = 1000
+
+
+def count_points(grid: Mapping[str, Any] | None = None,
+                 variants: Iterable[Mapping[str, Any]] | None = None) -> tuple[int, str]:
+    """How many points :func:`combinations` makes, from the grid's sizes alone, and how.
+
+    Nothing is expanded: the count is the product of the grid's list lengths plus the
+    variants, so a grid of a million points is counted in microseconds.
+
+    Returns
+    -------
+    count : int
+        Points of the grid (at least 1: the base config alone).
+    words : str
+        The count as a sum, ``"4 batch_size x 3 dtype + 2 variants"``.
+    """
+    flat = flatten_grid(grid)
+    n_variants = len(list(variants or ()))
+    product = math.prod(len(v) for v in flat.values()) if flat else 0
+    parts = [" x ".join(f"{len(v)} {p.rsplit('.', 1)[-1]}" for p, v in flat.items())] if flat else []
+    if n_variants:
+        parts.append(f"{n_variants} variant{'s' if n_variants != 1 else ''}")
+    return max(1, product + n_variants), " + ".join(parts) or "the base config"
+
+
+def check_count(count: int, words: str, max_trials: int | None) -> None:
+    """Refuse a sweep of ``count`` trials above ``max_trials`` (None: no limit), before planning.
+
+    Raises
+    ------
+    ConfigError
+        With the count, how it arises, and the two fixes: a smaller grid, or a larger
+        ``max_trials`` (``llem sweep FILE --max-trials N``).
+    """
+    if max_trials is not None and count > max_trials:
+        raise ConfigError(
+            f"This sweep has {count:,} trials ({words}), more than max_trials={max_trials:,}; "
+            "nothing was planned or run. Fix: narrow the grid, or confirm the size with "
+            f"llem.sweep(..., max_trials={count}) (on the command line: llem sweep FILE "
+            f"--max-trials {count}).")
+
+
+def plan_words(count: int, words: str) -> str:
+    """``"12 trials (4 batch_size x 3 dtype)"``: what a sweep is about to plan, for a terminal."""
+    return f"{count:,} trial{'s' if count != 1 else ''} ({words})"
+
+
+def _variant_point(var: Any, n: int) -> dict[str, Any]:
+    """The settings of variant number ``n``: its nested sections and dotted keys as paths."""
+    if not isinstance(var, Mapping):
+        raise ConfigError(f"sweep variant #{n} must be a mapping of settings, not {var!r}.")
+    nested = {k: v for k, v in var.items() if isinstance(v, Mapping) and "." not in str(k)
+              and k not in ("passthrough",)}
+    given = [(f"{section}.{k}", nested_spelling(section, str(k)), v)
+             for section, fields_ in nested.items() for k, v in fields_.items()]
+    given += [(str(k), str(k), v) for k, v in var.items() if k not in nested]
+    point: dict[str, Any] = {}
+    seen: dict[str, str] = {}
+    for key, spelling, value in given:
+        path = _normalise_key(key)
+        try:
+            given_once(seen, path, spelling)
+        except ConfigError as exc:
+            raise ConfigError(f"sweep variant #{n}: {exc}") from None
+        point[path] = value
+    if any(p.startswith("study.") for p in point):
+        raise ConfigError(f"sweep variant #{n} sets study fields; set them in the "
+                          "config's study section.")
+    return point
 
 
 def label_of(settings: Mapping[str, Any]) -> str:
@@ -288,5 +355,6 @@ def _one_paragraph(exc: BaseException) -> str:
     return " ".join(line.strip(" -") for line in text.splitlines() if line.strip())
 
 
-__all__ = ["Skipped", "Trial", "as_config", "combinations", "digest", "expand", "flatten_grid",
+__all__ = ["MAX_TRIALS", "Skipped", "Trial", "as_config", "check_count", "combinations", "count_points",
+           "digest", "expand", "flatten_grid", "plan_words",
            "jsonable", "label_of", "load_key", "load_time_paths", "run_key"]

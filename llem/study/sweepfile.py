@@ -18,7 +18,6 @@ plain config.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Mapping
@@ -26,14 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from llem._input import load_json, load_yaml, read_text
 from llem.config import ExperimentConfig
 from llem.errors import ConfigError, UnknownNameError, did_you_mean
 from llem.results.store import ResultsFolderError
 from llem.study.api import sweep
 from llem.study.executors import RayExecutor
-from llem.study.grid import flatten_grid
+from llem.study.grid import MAX_TRIALS, count_points, flatten_grid, plan_words
 from llem.study.outcome import ProgressCallback, SweepInterrupted, SweepProgress, SweepResult
 
 _SWEEP_KEYS = ("grid", "variants", "results_dir")
@@ -90,14 +88,9 @@ def load_sweep(path: str | os.PathLike[str]) -> SweepFile:
         its config or grid is wrong (the message names the file).
     """
     p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"sweep file {str(p)!r} does not exist")
-    text = p.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-    except Exception as exc:  # noqa: BLE001
-        raise ConfigError(f"{str(p)!r} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: "
-                          f"{exc}") from None
+    text = read_text(p, "sweep file")
+    what = f"sweep file {str(p)!r}"
+    data = load_json(text, what) if p.suffix == ".json" else load_yaml(text, what)
     if not isinstance(data, Mapping):
         raise ConfigError(f"{str(p)!r} must hold a mapping (a config), not {type(data).__name__}.")
     if "sweep" not in data:
@@ -112,12 +105,14 @@ def load_sweep(path: str | os.PathLike[str]) -> SweepFile:
 def sweep_command(path: str | os.PathLike[str], ray_address: str | None = None, *,
                   results_dir: str | None = None, resume: bool = True,
                   target_gpu: str | None = None, max_retries: int = 3,
-                  progress: ProgressCallback | bool | None = True, out: Any = None) -> int:
+                  progress: ProgressCallback | bool | None = True, out: Any = None,
+                  max_trials: int | None = MAX_TRIALS) -> int:
     """``llem sweep FILE``: run a sweep file, print progress and the summary.
 
     Returns the exit status: 0 when every run succeeded, 1 when some failed, 2 for a bad
-    file or a results folder that cannot be used (not writable, or another sweep's), 130
-    when interrupted (results so far are saved; run again to resume).
+    file, a grid of more than ``max_trials`` trials or a results folder that cannot be used
+    (not writable, or another sweep's), 130 when interrupted (results so far are saved;
+    run again to resume).
     """
     stream = out or sys.stdout
     try:
@@ -127,10 +122,16 @@ def sweep_command(path: str | os.PathLike[str], ray_address: str | None = None, 
         return 2
     executor: Any = RayExecutor(ray_address, max_retries=max_retries) if ray_address else "local"
     if progress is True and sys.stderr.isatty():
-        progress = _tqdm_progress() or True
+        bar = _tqdm_progress()
+        if bar is not None:  # sweep() announces the plan only for its own text progress
+            count, words = count_points(spec.grid, spec.variants)
+            if max_trials is None or count <= max_trials:
+                print(f"llem sweep: planning {plan_words(count, words)}", file=sys.stderr, flush=True)
+            progress = bar
     try:
         res = spec.run(executor=executor, results_dir=results_dir or spec.results_dir,
-                       resume=resume, progress=progress, target_gpu=target_gpu)
+                       resume=resume, progress=progress, target_gpu=target_gpu,
+                       max_trials=max_trials)
     except SweepInterrupted as exc:
         print(f"llem sweep: {exc}", file=sys.stderr)
         return 130

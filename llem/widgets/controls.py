@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llem import spec
+from llem._input import InputRefused, parse_yaml
 from llem.config import choices
 from llem.errors import missing_dependency
 from llem.machine import get_machine
@@ -141,9 +142,9 @@ def parse_text(row: Param, text: str) -> Any:
         if row.type == "float":
             return float(text)
         if row.type in ("dict", "list") or (row.type == "str_or_list" and text.startswith("[")):
-            import yaml
-
-            return yaml.safe_load(text)
+            return parse_yaml(text)
+    except InputRefused as e:  # a bound of llem._input: a repeated key, deep nesting...
+        raise ValueError(f"{row.path}: {e}") from None
     except (ValueError, ImportError) as e:
         what = {"int": "a whole number", "float": "a number"}.get(row.type, "YAML")
         raise ValueError(f"{row.path}: {text!r} is not {what}. Fix: type {what}, or clear it "
