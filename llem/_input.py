@@ -32,8 +32,11 @@ from llem.errors import ConfigError, LlemError
 
 #: Largest config or sweep file read, bytes.
 MAX_FILE_BYTES = 10 * 2**20
-#: Deepest nesting of mappings and lists in a config (a passthrough dict included).
+#: Deepest nesting of mappings and lists in one field's value (a passthrough dict).
 MAX_DEPTH = 64
+#: Deepest nesting in a whole document (a config or result file: sections around the values).
+MAX_DOC_DEPTH = MAX_DEPTH + 8
+_DEPTH_FIX = "Fix: flatten the structure (no llem setting needs that depth)."
 #: Most values (mapping keys and values, list items) a config may hold once aliases are expanded.
 MAX_VALUES = 1_000_000
 #: Longest integer literal read, in digits (every bounded field is far below; Python
@@ -143,9 +146,9 @@ def _loader() -> Any:
         def compose_node(self, parent: Any, index: Any) -> Any:
             self._depth += 1
             try:
-                if self._depth > MAX_DEPTH:
-                    raise Refusal(None, None, f"the values are nested more than {MAX_DEPTH} "
-                                  "levels deep", self.peek_event().start_mark)
+                if self._depth > MAX_DOC_DEPTH:
+                    raise Refusal(None, None, f"the values are nested more than {MAX_DOC_DEPTH} "
+                                  f"levels deep. {_DEPTH_FIX[:-1]}", self.peek_event().start_mark)
                 return super().compose_node(parent, index)
             finally:
                 self._depth -= 1
@@ -192,13 +195,14 @@ def parse_yaml(text: str) -> Any:
     try:
         data = loader.get_single_data()
     except loader_cls.Refusal as exc:
-        line = f" (line {exc.problem_mark.line + 1})" if exc.problem_mark is not None else ""
-        raise InputRefused(f"{exc.problem}{line}.") from None
+        line = f"line {exc.problem_mark.line + 1}: " if exc.problem_mark is not None else ""
+        raise InputRefused(f"{line}{exc.problem}.") from None
     except RecursionError:
-        raise InputRefused(f"the values are nested too deeply (at most {MAX_DEPTH} levels).") from None
+        raise InputRefused(f"the values are nested more than {MAX_DOC_DEPTH} levels deep. "
+                           f"{_DEPTH_FIX}") from None
     finally:
         loader.dispose()
-    check_data(data)
+    check_data(data, max_depth=MAX_DOC_DEPTH)
     return data
 
 
@@ -230,17 +234,18 @@ def load_json(text: str, what: str = "the config", error: type[LlemError] = Conf
     def integer(s: str) -> int:
         if len(s.lstrip("-")) > MAX_INT_DIGITS:
             raise InputRefused(f"an integer of {len(s.lstrip('-'))} digits; llem reads integers of "
-                               f"at most {MAX_INT_DIGITS} digits.")
+                               f"at most {MAX_INT_DIGITS} digits. Fix: give a value within the "
+                               "field's bounds.")
         return int(s)
 
     try:
         data = json.loads(text, object_pairs_hook=pairs, parse_int=integer)
-        check_data(data)
+        check_data(data, max_depth=MAX_DOC_DEPTH)
     except InputRefused as exc:
         raise error(f"{what}: {exc}") from None
     except RecursionError:
-        raise error(f"{what}: the values are nested too deeply (at most {MAX_DEPTH} "
-                    "levels).") from None
+        raise error(f"{what}: the values are nested more than {MAX_DOC_DEPTH} levels deep. "
+                    f"{_DEPTH_FIX}") from None
     except json.JSONDecodeError as exc:
         raise error(f"{what} is not valid JSON (line {exc.lineno}: {exc.msg}).") from None
     return data
@@ -272,7 +277,7 @@ def check_data(data: Any, what: str = "", *, max_depth: int = MAX_DEPTH,
     def push(node: Any) -> None:
         if len(frames) >= max_depth:
             raise InputRefused(f"{where}the values are nested more than {max_depth} levels deep. "
-                               "Fix: flatten the structure.")
+                               f"{_DEPTH_FIX}")
         children = [*node.keys(), *node.values()] if isinstance(node, Mapping) else list(node)
         active.add(id(node))
         frames.append([node, children, 0, 1])
@@ -364,6 +369,25 @@ def check_row(cls: type, row: Any) -> None:
     check_fields(cls, dict(zip(names, row)))
 
 
+def build_within(prefix: str, build: Any, data: Any) -> Any:
+    """``build(data)``, with a :class:`FieldError`'s field path put under ``prefix``."""
+    try:
+        return build(data)
+    except FieldError as exc:
+        raise exc.within(prefix) from None
+
+
+def build_each(build: Any, items: Any, name: str) -> list[Any]:
+    """``build`` applied to each item of the list field ``name`` (errors name ``runs[2]...``)."""
+    return [build_within(f"{name}[{i}]", build, item) for i, item in enumerate(items)]
+
+
+def build_row(cls: type, row: Any) -> Any:
+    """``cls(*row)`` for a row of values read from a file, after :func:`check_row`."""
+    check_row(cls, row)
+    return cls(*row)
+
+
 _WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
           type(None): "null"}
 
@@ -411,6 +435,8 @@ def _described(value: Any) -> str:
     return f"the {type(value).__name__} {short(value, 40)}"
 
 
-__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "MAX_INT_DIGITS", "MAX_VALUES", "FieldError",
-           "InputRefused", "check_data", "check_fields", "check_row", "load_json", "load_yaml",
-           "parse_yaml", "read_text", "short"]
+__all__ = [
+    "MAX_DEPTH", "MAX_DOC_DEPTH", "MAX_FILE_BYTES", "MAX_INT_DIGITS", "MAX_VALUES", "FieldError", "InputRefused",
+    "build_each", "build_row", "build_within", "check_data", "check_fields", "check_row",
+    "load_json", "load_yaml", "parse_yaml", "read_text", "short",
+]

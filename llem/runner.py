@@ -46,8 +46,10 @@ from llem.config import ExperimentConfig
 from llem.energy.window import measure
 from llem.errors import ConfigError, RunInterrupted, unknown_name
 from llem.machine import Machine, get_machine
+from llem.models import check_hub_access
 from llem.prompts import Prompt, load_prompts, synthetic_prompts
 from llem.results import RequestRecord, Result, RunMeasurement, now_iso, plain
+from llem.spec.model import BACKENDS
 
 #: Batching strategies the runner knows (the choices of ``pytorch.batching_strategy``).
 STRATEGIES: tuple[str, ...] = tuple(spec.param("pytorch.batching_strategy").choices or ())
@@ -261,7 +263,7 @@ def _accepts(fn: Callable[..., Any]) -> set[str]:
 
 
 def _resolve_prompts(cfg: ExperimentConfig, prompts: Any, backend: Any,
-                     notes: list[str], effective: dict[str, Any]) -> list[Prompt]:
+                     notes: list[str], effective: dict[str, Any], info: Any = None) -> list[Prompt]:
     source = prompts if prompts is not None else cfg.prompts
     seed = int(effective.get("decoder.seed", cfg.decoder.seed))
     if source == "synthetic":
@@ -272,6 +274,15 @@ def _resolve_prompts(cfg: ExperimentConfig, prompts: Any, backend: Any,
                 "does not expose one. Use a prompt set instead."
             )
         ds = cfg.dataset
+        ctx = getattr(info, "max_context_tokens", None)
+        if ctx and ds.input_len + ds.output_len > ctx:  # checked before a token is made
+            fix = (f"lower dataset.input_len to at most {ctx - ds.output_len} (or "
+                   "dataset.output_len)" if ds.output_len < ctx else
+                   f"lower dataset.output_len below {ctx}, then dataset.input_len to fit")
+            raise ConfigError(
+                f"dataset.input_len={ds.input_len} plus dataset.output_len={ds.output_len} is "
+                f"{ds.input_len + ds.output_len} tokens, more than the model's context of {ctx} "
+                f"tokens. Fix: {fix}.")
         count = cfg.num_prompts or ds.count
         out = synthetic_prompts(tok, count=count, input_len=ds.input_len, output_len=ds.output_len,
                                 seed=seed, count_tokens=backend.count_tokens)
@@ -534,6 +545,8 @@ def run(
     thermal = None
     info = None
     owns_backend = backend is None  # a backend passed in is the caller's to release
+    if cfg.backend in BACKENDS:  # llem's engines load hub ids: fail in seconds when offline
+        check_hub_access(cfg.model, cfg.lora_adapter)
     if backend is None:
         backend = get_backend_class(cfg.backend)()
     state: _RunState | None = None
@@ -579,7 +592,7 @@ def run(
         if "decoder.preset" not in effective and cfg.decoder.preset:
             effective["decoder.preset"] = cfg.decoder.preset
 
-        plist = _resolve_prompts(cfg, prompts, backend, notes, effective)
+        plist = _resolve_prompts(cfg, prompts, backend, notes, effective, info)
         plan = _plan(cfg, plist, backend, info, effective, backend_skips, notes)
         method = cfg.resolved_method()
         effective.update(method)

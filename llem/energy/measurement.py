@@ -12,8 +12,10 @@ import bisect
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
+
+from llem._input import build_each, build_row, check_fields
 
 #: How an energy figure was obtained, from the most to the least direct.
 #: ``measured``: a hardware energy counter (NVML total-energy counter, RAPL).
@@ -135,7 +137,8 @@ class DeviceReading:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DeviceReading:
-        """Rebuild from :meth:`to_dict` output."""
+        """Rebuild from :meth:`to_dict` output (:class:`~llem._input.FieldError` for a wrong type)."""
+        check_fields(cls, d)
         return cls(
             device=d["device"],
             kind=d["kind"],
@@ -384,11 +387,12 @@ class Measurement:
         schema = d.get("schema", SCHEMA)
         if schema != SCHEMA:
             raise ValueError(f"Cannot read a measurement with schema {schema!r}; this llem reads {SCHEMA!r}.")
+        check_fields(cls, d)
         known = {f.name for f in fields(cls)}
         kw: dict[str, Any] = {k: v for k, v in d.items() if k in known}
-        kw["devices"] = tuple(DeviceReading.from_dict(r) for r in d.get("devices", ()))
-        kw["timeline"] = tuple(Sample(*row) for row in d.get("timeline", ()))
-        kw["phases"] = tuple(PhaseMark(*row) for row in d.get("phases", ()))
+        kw["devices"] = tuple(build_each(DeviceReading.from_dict, d.get("devices", ()), "devices"))
+        kw["timeline"] = tuple(build_each(partial(build_row, Sample), d.get("timeline", ()), "timeline"))
+        kw["phases"] = tuple(build_each(partial(build_row, PhaseMark), d.get("phases", ()), "phases"))
         kw["notes"] = tuple(d.get("notes", ()))
         for k in ("energy_j_by_device", "meter_versions", "baseline_power_w_by_device"):
             kw[k] = dict(d.get(k) or {})

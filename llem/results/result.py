@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from llem._files import write_atomic
+from llem._input import build_each, build_within, check_fields
 from llem.energy.measurement import METHODS, NO_METHOD, Measurement, weakest_method
 from llem.exporter_registry import exporter_for
 from llem.results.figures import Figure, figure, figures_for, format_stat
@@ -74,7 +75,8 @@ class RequestRecord(TokenTimes):
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RequestRecord:
-        """Rebuild from :meth:`to_dict` output."""
+        """Rebuild from :meth:`to_dict` output (:class:`~llem._input.FieldError` for a wrong type)."""
+        check_fields(cls, d)
         kw = {f.name: d[f.name] for f in fields(cls) if f.name in d}
         kw["token_times_s"] = tuple(d.get("token_times_s") or ())
         return cls(**kw)
@@ -202,12 +204,13 @@ class RunMeasurement:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunMeasurement:
-        """Rebuild from :meth:`to_dict` output."""
+        """Rebuild from :meth:`to_dict` output (:class:`~llem._input.FieldError` for a wrong type)."""
+        check_fields(cls, d)
         kw = {f.name: d[f.name] for f in fields(cls) if f.name in d}
-        kw["requests"] = tuple(RequestRecord.from_dict(r) for r in d.get("requests") or ())
+        kw["requests"] = tuple(build_each(RequestRecord.from_dict, d.get("requests") or (), "requests"))
         m = d.get("measurement")
         if m is not None:
-            kw["measurement"] = Measurement.from_dict(m)
+            kw["measurement"] = build_within("measurement", Measurement.from_dict, m)
         return cls(**kw)
 
 
@@ -331,11 +334,12 @@ class Result:
         schema = d.get("schema", SCHEMA)
         if schema != SCHEMA:
             raise ValueError(f"Cannot read a result with schema {schema!r}; this llem reads {SCHEMA!r}.")
+        check_fields(cls, d)
         kw = {f.name: d[f.name] for f in fields(cls) if f.name in d}
-        kw["runs"] = tuple(RunMeasurement.from_dict(r) for r in d.get("runs") or ())
+        kw["runs"] = tuple(build_each(RunMeasurement.from_dict, d.get("runs") or (), "runs"))
         kw["notes"] = tuple(d.get("notes") or ())
         if d.get("thermal") is not None:
-            kw["thermal"] = Measurement.from_dict(d["thermal"])
+            kw["thermal"] = build_within("thermal", Measurement.from_dict, d["thermal"])
         for k in ("config", "effective_config", "skipped", "environment", "warmup"):
             kw[k] = dict(d.get(k) or {})
         return cls(**kw)

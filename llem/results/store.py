@@ -16,7 +16,6 @@ disk, a folder removed meanwhile), keeps it in a fallback folder
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from llem._files import TMP_PREFIX, clean_stale_temps
+from llem._input import FieldError, load_json
 from llem.errors import LlemError
 from llem.results.result import Result, ResultList
 
@@ -108,22 +108,38 @@ def load_result(path: str | os.PathLike[str], *, max_bytes: int | None = None) -
     p = Path(path)
     raw = _read_capped(p, MAX_RESULT_BYTES if max_bytes is None else max_bytes)
     try:
-        data = json.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ResultFileError(f"Result file {str(p)!r} could not be read: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ResultFileError(
-            f"Result file {str(p)!r} is not valid JSON (line {exc.lineno}: {exc.msg}); it may "
-            "have been cut short or edited."
-        ) from None
+    return parse_result(text, str(p))
+
+
+def parse_result(text: str, name: str = "<text>") -> Result:
+    """The Result in ``text`` (a result file's content); ``name`` names the file in errors.
+
+    The JSON is read within :mod:`llem._input`'s bounds (nesting, huge integers, a key
+    given twice), then every field is checked against its type before anything is built.
+
+    Raises
+    ------
+    ResultFileError
+        Naming the file, the field (``runs[0].energy_j``) and what is wrong with it.
+    """
+    what = f"Result file {name!r}"
+    data = load_json(text, what, error=ResultFileError)
     if not isinstance(data, dict) or "runs" not in data:
-        raise ResultFileError(f"Result file {str(p)!r} does not hold a llem result.")
+        raise ResultFileError(f"{what} does not hold a llem result.")
     try:
         return Result.from_dict(data)
+    except FieldError as exc:
+        raise ResultFileError(
+            f"{what} holds a result llem cannot rebuild: the field {exc.field or '(top level)'} "
+            f"{exc.problem}. Fix: the file was "
+            "edited or damaged; restore it, or remove it and run the experiment again."
+        ) from None
     except Exception as exc:  # noqa: BLE001
         raise ResultFileError(
-            f"Result file {str(p)!r} holds a result llem cannot rebuild: "
-            f"{type(exc).__name__}: {exc}"
+            f"{what} holds a result llem cannot rebuild: {type(exc).__name__}: {exc}"
         ) from None
 
 
@@ -241,4 +257,4 @@ def save_or_keep(result: Any, folder: str | os.PathLike[str] | None = None) -> t
 
 
 __all__ = ["MAX_RESULT_BYTES", "ResultFileError", "ResultsFolderError", "check_writable",
-           "fallback_folders", "load_result", "load_results", "save_or_keep"]
+           "fallback_folders", "load_result", "load_results", "parse_result", "save_or_keep"]
