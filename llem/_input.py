@@ -436,7 +436,7 @@ def _described(value: Any) -> str:
 
 
 __all__ = [
-    "MAX_DEPTH", "MAX_DOC_DEPTH", "MAX_FILE_BYTES", "MAX_INT_DIGITS", "MAX_VALUES", "FieldError", "InputRefused",
-    "build_each", "build_row", "build_within", "check_data", "check_fields", "check_row",
-    "load_json", "load_yaml", "parse_yaml", "read_text", "short",
+    "MAX_DEPTH", "MAX_DOC_DEPTH", "MAX_FILE_BYTES", "MAX_INT_DIGITS", "MAX_VALUES", "FieldError",
+    "InputRefused", "build_each", "build_row", "build_within", "check_data", "check_fields",
+    "check_row", "load_json", "load_yaml", "parse_yaml", "read_text", "short",
 ]

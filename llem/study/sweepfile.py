@@ -33,6 +33,7 @@ from llem.study.api import sweep
 from llem.study.executors import RayExecutor
 from llem.study.grid import MAX_TRIALS, count_points, flatten_grid, plan_words
 from llem.study.outcome import ProgressCallback, SweepInterrupted, SweepProgress, SweepResult
+from llem.study.plan import Study
 
 _SWEEP_KEYS = ("grid", "variants", "results_dir")
 
@@ -126,7 +127,9 @@ def sweep_command(path: str | os.PathLike[str], ray_address: str | None = None, 
         if bar is not None:  # sweep() announces the plan only for its own text progress
             count, words = count_points(spec.grid, spec.variants)
             if max_trials is None or count <= max_trials:
-                print(f"llem sweep: planning {plan_words(count, words)}", file=sys.stderr, flush=True)
+                cycles = Study.of(spec.base).cycles
+                print(f"llem sweep: planning {plan_words(count, words, cycles)}", file=sys.stderr,
+                      flush=True)
             progress = bar
     try:
         res = spec.run(executor=executor, results_dir=results_dir or spec.results_dir,
