@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -470,12 +471,18 @@ def test_local_builtin_and_cached_models_need_no_connection(online, monkeypatch,
 
 
 def test_the_connection_check_is_bounded_even_when_the_lookup_hangs(monkeypatch):
+    release = threading.Event()
+
     def hang(address, timeout=None):
-        time.sleep(10)
+        release.wait(10)
+        raise OSError("released")
 
     monkeypatch.setattr(socket, "create_connection", hang)
     t0 = time.perf_counter()
-    why = models.probe_hub(timeout_s=0.2)
+    try:
+        why = models.probe_hub(timeout_s=0.2)
+    finally:
+        release.set()
     assert time.perf_counter() - t0 < 2
     assert why is not None and "no answer within 0.2 s" in why
 
