@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llem import spec
-from llem._input import InputRefused, parse_yaml
+from llem._input import InputRefused, parse_yaml, short
 from llem.config import ExperimentConfig, choices
 from llem.errors import ConfigError, LlemError, unknown_name
 from llem.spec.model import Param
@@ -186,7 +186,7 @@ def parse_value(text: str, item: str | None = None) -> Any:
     try:
         return parse_yaml(text)
     except InputRefused as e:
-        raise InputRefused(f"--set {item or text!r}: {e}") from None
+        raise InputRefused(f"--set {short(item or text)}: {e}") from None
     except yaml.YAMLError as e:
         if stripped[0] not in "[{\"'":
             return text

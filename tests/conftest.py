@@ -78,6 +78,8 @@ def engine_run(engine_gpu, monkeypatch):
                 super().__init__(**kwargs)
 
         monkeypatch.setattr(module, "SamplingParams", Recorded)
+        # the stand-in engine loads nothing from the model hub: its id counts as cached
+        monkeypatch.setattr("llem.models.is_cached", lambda repo, filename="config.json": True)
         cfg = ExperimentConfig.from_dict({
             "backend": backend, "model": "owner/model", "repeats": 1, "meter": "estimate",
             "sampling_interval_s": 0.02, "num_prompts": 2, "decoder.max_new_tokens": 3,

@@ -617,6 +617,19 @@ def test_set_values_are_read_within_the_same_bounds():
 
     refused(parse_value, "{x: 1, x: 2}", "passthrough={x: 1, x: 2}", match="--set 'passthrough=")
     refused(parse_value, "[" * 500 + "]" * 500, match="nested more than")
+    msg = refused(parse_value, "9" * 5000, "num_prompts=" + "9" * 5000, match="5000 digits")
+    assert len(msg) < 400
+
+
+def test_a_widget_text_box_reads_within_the_same_bounds():
+    pytest.importorskip("ipywidgets")
+    from llem.widgets.controls import parse_text
+
+    with pytest.raises(ValueError, match="5000 digits"):
+        parse_text(spec.param("experiment.num_prompts"), "9" * 5000)
+    with pytest.raises(ValueError, match="given twice"):
+        parse_text(spec.param("experiment.passthrough"), "{load: {x: 1}, load: {x: 2}}")
+    assert parse_text(spec.param("experiment.passthrough"), "{load: {x: 1}}") == {"load": {"x": 1}}
 
 
 def test_errors_are_llem_errors():

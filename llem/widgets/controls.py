@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llem import spec
-from llem._input import InputRefused, parse_yaml
+from llem._input import MAX_INT_DIGITS, InputRefused, parse_yaml
 from llem.config import choices
 from llem.errors import missing_dependency
 from llem.machine import get_machine
@@ -138,6 +138,10 @@ def parse_text(row: Param, text: str) -> Any:
         return None
     try:
         if row.type == "int":
+            digits = sum(c.isdigit() for c in text)
+            if digits > MAX_INT_DIGITS:
+                raise InputRefused(f"an integer of {digits} digits; llem reads integers of at most "
+                                   f"{MAX_INT_DIGITS} digits. Fix: give a value within the bounds.")
             return int(text.replace("_", ""))
         if row.type == "float":
             return float(text)
