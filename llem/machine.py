@@ -348,8 +348,7 @@ def where(target: str | float | None = None, machine: Machine | None = None) -> 
     """
     if target is not None:
         cc = parse_target(target)
-        tier = tier_for(cc)
-        return Where(cc, f"the target {str(target)!r} ({tier.display})", str(target))
+        return Where(cc, f"the target {str(target)!r}", str(target))
     m = machine or get_machine()
     if not m.gpus:
         return Where(None, "this machine (CPU only)")
