@@ -634,3 +634,19 @@ def test_a_widget_text_box_reads_within_the_same_bounds():
 
 def test_errors_are_llem_errors():
     assert issubclass(_input.InputRefused, ConfigError) and issubclass(ResultFileError, LlemError)
+
+
+# ------------------------------------------------------------ pass-through arguments
+def test_an_unknown_passthrough_argument_is_a_llem_error_naming_it():
+    pytest.importorskip("torch")
+    import llem
+    from llem.config import ExperimentConfig
+    from llem.errors import ConfigError
+
+    base = {"model": "tiny-random-llama", "repeats": 1, "warmup": {"runs": 0}, "meter": "estimate",
+            "num_prompts": 1, "decoder": {"max_new_tokens": 2}}
+    with pytest.raises(ConfigError, match=r"passthrough\.load\.bogus_kw is not an argument") as e:
+        llem.run(ExperimentConfig.from_dict({**base, "passthrough": {"load": {"bogus_kw": 1}}}))
+    assert "Fix: remove it from experiment.passthrough.load" in str(e.value)
+    with pytest.raises(ConfigError, match="bogus_kw"):
+        llem.run(ExperimentConfig.from_dict({**base, "passthrough": {"generate": {"bogus_kw": 1}}}))

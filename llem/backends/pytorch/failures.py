@@ -61,6 +61,24 @@ def refuse_passthrough_clash(extra: dict[str, Any], named: dict[str, Any], where
         )
 
 
+def unknown_passthrough(exc: TypeError, passthrough: dict[str, Any], where: str) -> ConfigError | None:
+    """The llem error for a pass-through argument the engine does not take, or None.
+
+    ``exc`` is the TypeError of a call that got ``passthrough`` (``unexpected keyword
+    argument 'x'``); None when the error is not about one of those keys.
+    """
+    text = str(exc)
+    bad = sorted(k for k in passthrough if f"'{k}'" in text and "keyword argument" in text)
+    if not bad:
+        return None
+    call = "from_pretrained (or the model it builds)" if where == "load" else "generate"
+    return ConfigError(
+        f"passthrough.{where}.{bad[0]} is not an argument {call} takes ({first_line(exc)}). "
+        f"Fix: remove it from experiment.passthrough.{where}, or spell it as transformers "
+        "documents it; a setting llem has a field for is set through that field."
+    )
+
+
 def missing_at_load(model: str, pytorch: Any, exc: BaseException) -> MissingDependencyError:
     """A package transformers needed while loading ``model``, with the table's install command.
 

@@ -31,6 +31,7 @@ from llem.backends.pytorch.failures import (
     missing_at_load,
     refuse_passthrough_clash,
     refused,
+    unknown_passthrough,
 )
 from llem.backends.pytorch.generation import Draft
 from llem.backends.table import engine_kwargs
@@ -191,6 +192,11 @@ def load_model(config: Any, passthrough: dict[str, Any], torch: Any, transformer
         raise
     except ImportError as exc:
         raise missing_at_load(spec.name, pt, exc) from None
+    except TypeError as exc:  # a pass-through argument from_pretrained or the model refuses
+        error = unknown_passthrough(exc, passthrough, "load")
+        if error is None:
+            raise
+        raise error from None
     if "device_map" not in load_kw and cuda:
         model.to("cuda")
         notes.append("No device_map set: the model was put on cuda:0 (llem's default).")
