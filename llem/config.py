@@ -208,9 +208,18 @@ class ExperimentConfig(_ExperimentFields):
         return getattr(self, self.backend) if self.backend in BACKENDS else None
 
     def _target_cc(self) -> Any:
+        """The declared target's compute capability, or NO_TARGET.
+
+        While several values are applied as one unit, ``target_gpu`` may hold a proposed
+        value not yet checked; one that does not parse gates nothing here, and its own
+        check refuses it with the reason.
+        """
         if self.target_gpu is None:
             return _NO_TARGET
-        return spec.parse_target(self.target_gpu)
+        try:
+            return spec.parse_target(self.target_gpu)
+        except ValueError:
+            return _NO_TARGET
 
     def _context(self) -> dict[str, Any]:
         return getattr(self, "_ctx", {})

@@ -202,3 +202,10 @@ def test_a_refused_update_tells_observers_about_the_rollback():
         cfg.update({"pytorch.load_in_4bit": True, "pytorch.load_in_8bit": True})
     assert cfg.pytorch.load_in_4bit is None
     assert seen == [("load_in_4bit", True), ("load_in_4bit", None)]
+
+
+def test_a_bad_target_given_with_other_fields_is_a_config_error():
+    """Found by the hypothesis test: a gated field checked while target_gpu held an unparsed value."""
+    for bad in ("0.0", False, []):
+        with pytest.raises(ConfigError, match="target_gpu"):
+            ExperimentConfig.from_dict({"target_gpu": bad, "pytorch.dtype": "bfloat16"})

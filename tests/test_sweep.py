@@ -612,3 +612,22 @@ def test_ray_executor_records_a_failing_trial(tmp_path, local_ray):
                      executor="ray", results_dir=tmp_path, progress=False)
     assert not res.results and "ModelNotFoundError" in res.failures[0].error
     assert Path(tmp_path / "_sweep").is_dir()
+
+
+def test_a_kept_backend_passes_on_what_its_backend_probes_before_loading(monkeypatch):
+    from llem import plugins
+    from llem.config import ExperimentConfig
+    from llem.study.reuse import KeptBackend
+
+    class Probing:
+        name = "probing"
+
+        def probe_facts(self, cfg):
+            return {"model_prequantized": True}
+
+    monkeypatch.setitem(plugins._registered["backend"], "probing", type(
+        "ProbingBackend", (Probing,), {"load": None, "generate": None, "count_tokens": None,
+                                       "release": lambda self: None}))
+    kept = KeptBackend()
+    assert kept.probe_facts(ExperimentConfig(backend="probing")) == {"model_prequantized": True}
+    assert KeptBackend().probe_facts(ExperimentConfig()) == {}  # pytorch probes nothing

@@ -47,6 +47,16 @@ class KeptBackend:
             raise AttributeError(name)
         return getattr(inner, name)
 
+    def probe_facts(self, cfg: Any) -> dict[str, Any]:
+        """The facts ``cfg``'s backend tells before loading (``{}`` when it tells none).
+
+        Asked of the loaded backend, or of a fresh one of ``cfg.backend`` before the first
+        load (constructing a backend loads nothing).
+        """
+        inner = self.inner if self.inner is not None else get_backend_class(cfg.backend)()
+        probe = getattr(inner, "probe_facts", None)
+        return dict(probe(cfg) or {}) if callable(probe) else {}
+
     def load(self, cfg: Any) -> LoadInfo:
         """Load ``cfg``'s model, or reuse the loaded one when its load-time settings agree.
 
