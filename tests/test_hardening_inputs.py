@@ -650,3 +650,25 @@ def test_an_unknown_passthrough_argument_is_a_llem_error_naming_it():
     assert "Fix: remove it from experiment.passthrough.load" in str(e.value)
     with pytest.raises(ConfigError, match="bogus_kw"):
         llem.run(ExperimentConfig.from_dict({**base, "passthrough": {"generate": {"bogus_kw": 1}}}))
+
+
+def test_an_unused_generate_argument_is_refused_before_any_weight_is_loaded(monkeypatch):
+    pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    import llem
+    from llem.config import ExperimentConfig
+    from llem.errors import ConfigError
+
+    def no_load(*a, **k):
+        raise AssertionError("the weights were loaded before the pass-through was checked")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_load)
+    cfg = ExperimentConfig.from_dict({"model": "tiny-random-llama", "repeats": 1, "meter": "estimate",
+                                      "passthrough": {"generate": {"bogus_kw": 1}}})
+    with pytest.raises(ConfigError, match=r"passthrough\.generate: .*bogus_kw.*Fix: remove"):
+        llem.run(cfg)
+    # generation settings and generate()'s own arguments pass the check (and then load)
+    ok = ExperimentConfig.from_dict({"model": "tiny-random-llama", "repeats": 1, "meter": "estimate",
+                                     "passthrough": {"generate": {"renormalize_logits": True}}})
+    with pytest.raises(AssertionError, match="weights were loaded"):
+        llem.run(ok)

@@ -10,7 +10,13 @@ from llem.backends.base import BatchOutput, LoadInfo, PhaseCallback, ReloadNeede
 from llem.backends.pytorch.clock import timed_generate
 from llem.backends.pytorch.failures import free_accelerator_memory
 from llem.backends.pytorch.generation import Decode, decode_settings, split_passthrough
-from llem.backends.pytorch.loading import Loaded, load_draft, load_model, trial_compile
+from llem.backends.pytorch.loading import (
+    Loaded,
+    check_generate_passthrough,
+    load_draft,
+    load_model,
+    trial_compile,
+)
 from llem.backends.table import decoder_of, refuse_untranslatable
 from llem.backends.table import field as _get
 from llem.errors import missing_dependency
@@ -84,6 +90,7 @@ class PyTorchBackend:
         t_start = time.perf_counter()
         refuse_untranslatable(config, "pytorch", decoder=decoder_of(config))
         passthrough = split_passthrough(_get(config, "passthrough") or {})
+        check_generate_passthrough(config, passthrough["generate"], torch, transformers)
         loaded = load_model(config, passthrough["load"], torch, transformers)
         self._loaded = loaded
         self.model, self.tokenizer, self.device = loaded.model, loaded.tokenizer, loaded.device

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import importlib.metadata
 import importlib.util
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +37,7 @@ from llem.backends.pytorch.failures import (
 from llem.backends.pytorch.generation import Draft
 from llem.backends.table import engine_kwargs
 from llem.backends.table import field as _get
-from llem.errors import ModelNotFoundError, missing_dependency
+from llem.errors import ConfigError, ModelNotFoundError, missing_dependency
 from llem.models import not_found as model_not_found
 from llem.models import resolve_adapter, resolve_model
 from llem.spec import engine_args
@@ -163,6 +164,43 @@ def _load_kwargs(config: Any, spec: Any, torch: Any, transformers: Any, cuda: bo
             "llem's in-process runner ran as 1 process"
         )
     return load_kw, tok_kw
+
+
+def check_generate_passthrough(config: Any, passthrough: dict[str, Any], torch: Any,
+                               transformers: Any) -> None:
+    """Refuse, before any weight is loaded, ``passthrough.generate`` arguments the model ignores.
+
+    Arguments that are neither generation settings nor ``generate``'s own go to the model
+    as model arguments; transformers checks those at the first ``generate``. The same check
+    (transformers' own) runs here on a copy of the model built on the meta device from the
+    checkpoint's config, which holds no weights. Where that copy cannot be built (a model
+    class transformers' auto mapping does not know), nothing is refused here and the first
+    ``generate`` still checks.
+    """
+    gen_cfg = transformers.GenerationConfig()
+    named = set(inspect.signature(transformers.GenerationMixin.generate).parameters)
+    model_kw = {k: v for k, v in passthrough.items() if not hasattr(gen_cfg, k) and k not in named}
+    if not model_kw:
+        return
+    spec = resolve_model(_get(config, "model") or "tiny-random-llama")
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+        cfg_kw = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
+        hf_config = transformers.AutoConfig.from_pretrained(spec.id_or_path, **cfg_kw)
+        model_cls: Any = MODEL_FOR_CAUSAL_LM_MAPPING[type(hf_config)]
+        with torch.device("meta"):
+            shell = model_cls(hf_config)
+        validate = shell._validate_model_kwargs
+    except Exception:  # noqa: BLE001 - cannot tell before loading; generate checks later
+        return
+    try:
+        validate(dict(model_kw))
+    except ValueError as exc:
+        raise ConfigError(
+            f"passthrough.generate: {first_line(exc)}. Fix: remove those keys from "
+            "experiment.passthrough.generate, or spell them as transformers' generate() takes them."
+        ) from None
 
 
 def load_model(config: Any, passthrough: dict[str, Any], torch: Any, transformers: Any) -> Loaded:
