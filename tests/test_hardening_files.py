@@ -350,6 +350,30 @@ def test_a_sweep_whose_folder_fills_up_keeps_each_result_elsewhere_and_says_so(t
     assert len(list((tmp_path / "cache" / "llem" / "unsaved-results").glob("*.json"))) == 2
 
 
+def test_an_interrupt_during_a_sweeps_save_keeps_that_result_and_stops(tmp_path, monkeypatch):
+    from llem.results.result import Result
+    from llem.study import SweepInterrupted
+
+    folder = tmp_path / "sw"
+    real = Result.save
+    calls = []
+
+    def save(self, where=None):
+        calls.append(where)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # Ctrl-C while the first result is written
+        return real(self, where)
+
+    monkeypatch.setattr(Result, "save", save)
+    with pytest.raises(SweepInterrupted) as e:
+        llem.sweep(SWEEP, {"decoder.max_new_tokens": [2, 3]}, results_dir=folder, progress=False)
+    saved = [p for p in folder.glob("*.json")]
+    assert len(saved) == 1  # saved again, and the sweep stopped before the second trial
+    partial = e.value.partial
+    assert len(partial.results) == 1
+    assert any("saved again before stopping" in n for n in partial.notes)
+
+
 def test_stale_temporaries_are_cleaned_when_a_folder_is_loaded_or_saved_into(result, tmp_path):
     folder = tmp_path / "res"
     result.save(folder)

@@ -360,13 +360,24 @@ class Driver:
     def finished(self, run: PlannedRun, result: Any) -> Any:
         """A run ended with ``result``: tag it, save it, count it; returns the tagged result."""
         tagged = tag(result, run, self.study_id)
-        _, problem = save_or_keep(tagged, self.store.root)
+        stopped = False
+        try:
+            _, problem = save_or_keep(tagged, self.store.root)
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM while a measured result was being saved (the temporary file
+            # is gone): save it again, keep it, then stop the sweep as asked
+            stopped = True
+            _, problem = save_or_keep(tagged, self.store.root)
+            self.notes.append(f"{_current(run)}: the sweep was stopped while this result was "
+                              "being saved; it was saved again before stopping.")
         if problem:  # kept elsewhere (a full disk): the sweep goes on, and says where
             self.notes.append(f"{_current(run)}: {problem}")
         self.store.clear_failure(run.trial.key, run.cycle)
         self.results[(run.trial.key, run.cycle)] = tagged
         self.done += 1
         self.finished_here += 1
+        if stopped:
+            raise KeyboardInterrupt
         if self.on_result is not None:
             self._call(self.on_result, tagged)
         self.emit("result", _current(run), result=tagged)
