@@ -135,14 +135,21 @@ def check_value(row: Param, value: Any) -> Any:
     return value
 
 
+def _bound(x: float) -> str:
+    """A bound as a person reads it: ``1,048,576``, ``0.5``, ``-2`` (never ``1.04858e+06``)."""
+    if float(x).is_integer():
+        return f"{int(x):,}"
+    return f"{x:g}"
+
+
 def _allowed(row: Param) -> str:
     if row.choices:
         return "one of " + ", ".join(repr(c) for c in choices(row))
     parts = []
     if row.min is not None:
-        parts.append(f"{'>' if row.min_exclusive else '>='} {row.min:g}")
+        parts.append(f"{'>' if row.min_exclusive else '>='} {_bound(row.min)}")
     if row.max is not None:
-        parts.append(f"{'<' if row.max_exclusive else '<='} {row.max:g}")
+        parts.append(f"{'<' if row.max_exclusive else '<='} {_bound(row.max)}")
     base = _TYPE_WORDS.get(row.type, row.type)
     text = base + (" " + " and ".join(parts) if parts else "")
     return text + (" (or unset)" if row.allow_none else "")

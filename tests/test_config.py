@@ -209,3 +209,9 @@ def test_a_bad_target_given_with_other_fields_is_a_config_error():
     for bad in ("0.0", False, []):
         with pytest.raises(ConfigError, match="target_gpu"):
             ExperimentConfig.from_dict({"target_gpu": bad, "pytorch.dtype": "bfloat16"})
+
+
+def test_bounds_read_as_numbers_a_person_writes():
+    with pytest.raises(ConfigError) as e:
+        ExperimentConfig(max_input_tokens=0)
+    assert ">= 1 and <= 1,048,576" in str(e.value) and "e+" not in str(e.value)

@@ -237,3 +237,4 @@ def test_a_result_without_a_meter_says_so_once():
     assert "energy per request" not in rows and "energy method" not in rows
     assert dict(none.summary_rows())["energy per output token"] == "not measured (meter='none')"
     assert isinstance(none, Result) and isinstance(none.runs[0], RunMeasurement)
+

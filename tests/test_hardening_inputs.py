@@ -549,7 +549,7 @@ def _one_error_line(res) -> str:
     ("pytorch.batch_size: 2\npytorch:\n  batch_size: 4\n", "given twice"),
     ("model: a\nmodel: b\n", "given twice"),
     ("notes: hello\n", "list of strings"),
-    ("num_prompts: 1000000000000\n", "<= 100000"),
+    ("num_prompts: 1000000000000\n", "<= 100,000"),
 ])
 def test_the_command_line_gives_one_error_line(cli_runner, tmp_path, content, match):
     from llem.cli import cli

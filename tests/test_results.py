@@ -229,3 +229,15 @@ def test_empty_result_displays():
     r = Result(model="m", backend="pytorch", complete=False)
     assert "INCOMPLETE" in repr(r) and "n/a" in repr(r)
     assert r.texts == [] and r.method == "none"
+
+
+def test_summary_figures_complete_and_show_their_unit():
+    """A new user's ``res.energy<TAB>`` finds the figures, and a figure reads like the summary."""
+    r = result(tps=(100.0, 110.0, 90.0))
+    assert "energy_per_token_j" in dir(r) and "tokens_per_s" in dir(r) and "runs" in dir(r)
+    text = repr(r.energy_per_token_j)
+    assert text == "250 mJ ± 0 (95% CI, n=3)"
+    assert repr(r.tokens_per_s).startswith("100 tok/s ± ") and "values" not in repr(r.tokens_per_s)
+    assert r.tokens_per_s == Stat.of([100.0, 110.0, 90.0])  # the label is not part of equality
+    assert repr(Stat.of([2.0])) == "Stat(2, n=1)"
+    assert "figure" not in Stat.of([1.0, 2.0]).to_dict()

@@ -277,13 +277,17 @@ class Result:
     @cached_property
     def summary(self) -> dict[str, Stat]:
         """Mean and 95% CI over the runs of each figure of the ``summary`` view."""
-        return {k: Stat.of(getattr(r, k) for r in self.runs) for k in _SUMMARY}
+        return {k: Stat.of(getattr(r, k) for r in self.runs).of_figure(figure(k)) for k in _SUMMARY}
 
     def __getattr__(self, name: str) -> Any:
         # result.tokens_per_s etc. -> the Stat over runs
         if name in _SUMMARY:
             return self.summary[name]
         raise AttributeError(f"'Result' object has no attribute {name!r}")
+
+    def __dir__(self) -> list[str]:
+        """The attributes, and the summary figures (``energy_per_token_j``...) for tab completion."""
+        return sorted({*super().__dir__(), *_SUMMARY})
 
     @property
     def method(self) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from llem.results.figures import format_mean
+from llem.results.figures import format_mean, format_stat
 
 # Two-sided 95% critical values of Student's t distribution, t(0.975, df), for df 1..30,
 # then a few larger df; from the standard t table (values to 3 decimals).
@@ -53,6 +53,9 @@ class Stat:
     n: int
     ci95_half: float | None
     values: tuple[float, ...] = ()
+    #: The figure-table record of what this is (``Result.summary`` sets it); it gives the
+    #: short repr its unit. Not part of equality or of :meth:`to_dict`.
+    figure: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, values: Iterable[float | None]) -> Stat:
@@ -81,6 +84,16 @@ class Stat:
         :func:`llem.results.figures.format_stat`, which takes its unit and scale from there.
         """
         return format_mean(self.mean, self.ci95_half, self.n, unit=unit, scale=scale, digits=digits)
+
+    def of_figure(self, fig: Any) -> Stat:
+        """Return this Stat labelled as the figure-table record ``fig`` (for its short repr)."""
+        return replace(self, figure=fig)
+
+    def __repr__(self) -> str:
+        """``144 mJ ± 1.5 (95% CI, n=3)`` for a labelled figure, else the mean, interval and n."""
+        if self.figure is not None:
+            return format_stat(self, self.figure)
+        return f"Stat({format_mean(self.mean, self.ci95_half, self.n)}, n={self.n})"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (derived; not read back by :meth:`Result.from_dict`)."""
