@@ -83,6 +83,59 @@ def _huge(value: Any) -> bool:
 
 
 # ------------------------------------------------------------------------------ files
+class FileProblem(Exception):
+    """Why :func:`read_capped` would not read a file; each caller words it for its input.
+
+    ``reason`` is ``"missing"``, ``"unreadable"`` (``exc`` holds the OS error),
+    ``"not_regular"`` (``mode`` is the file's mode; ``through_link`` when a symbolic link
+    led there) or ``"too_big"`` (``size`` in bytes, at least).
+    """
+
+    def __init__(self, reason: str, *, exc: BaseException | None = None, mode: int = 0,
+                 size: int = 0, through_link: bool = False) -> None:
+        super().__init__(reason)
+        self.reason, self.exc, self.mode, self.size, self.through_link = reason, exc, mode, size, through_link
+
+
+def read_capped(path: str | os.PathLike[str], max_bytes: int) -> bytes:
+    """The bytes of ``path``: a regular file (a link is followed) of at most ``max_bytes``.
+
+    The file is opened non-blocking and checked again once open, so a FIFO or device put
+    in its place meanwhile can neither hang the read nor be read without bound.
+
+    Raises
+    ------
+    FileProblem
+        With the reason; the caller turns it into its own llem error.
+    """
+    p = Path(path)
+    try:
+        st = os.stat(p)  # follows a symbolic link: what it points at is what counts
+    except FileNotFoundError:
+        raise FileProblem("missing") from None
+    except (OSError, ValueError) as exc:
+        raise FileProblem("unreadable", exc=exc) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise FileProblem("not_regular", mode=st.st_mode, through_link=p.is_symlink())
+    if st.st_size > max_bytes:
+        raise FileProblem("too_big", size=st.st_size)
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise FileProblem("unreadable", exc=exc) from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise FileProblem("not_regular", mode=st.st_mode)
+        try:
+            data = f.read(max_bytes + 1)
+        except OSError as exc:
+            raise FileProblem("unreadable", exc=exc) from None
+    if len(data) > max_bytes:
+        raise FileProblem("too_big", size=len(data))
+    return data
+
+
 def read_text(path: str | os.PathLike[str], what: str = "config file",
               error: type[LlemError] = ConfigError, max_bytes: int = MAX_FILE_BYTES) -> str:
     """The text of ``path``: a regular file of at most ``max_bytes`` bytes, in UTF-8.
@@ -94,25 +147,18 @@ def read_text(path: str | os.PathLike[str], what: str = "config file",
     p = Path(path)
     name = f"{what} {str(p)!r}"
     try:
-        st = p.stat()
-    except FileNotFoundError:
-        raise error(f"{name} does not exist") from None
-    except (OSError, ValueError) as exc:
-        raise error(f"{name} cannot be read ({_os_reason(exc)}). Fix: give the path of a "
-                    "readable file.") from None
-    if not stat.S_ISREG(st.st_mode):
-        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        raise error(f"{name} is {kind}. Fix: give the path of a YAML or JSON file.")
-    if st.st_size > max_bytes:
-        raise error(f"{name} is {st.st_size:,} bytes, more than llem reads ({max_bytes:,}). "
-                    "Fix: give a smaller file (a config is a few kB).")
-    try:
-        with open(p, "rb") as f:
-            data = f.read(max_bytes + 1)
-    except OSError as exc:
-        raise error(f"{name} cannot be read ({_os_reason(exc)}).") from None
-    if len(data) > max_bytes:
-        raise error(f"{name} is more than {max_bytes:,} bytes. Fix: give a smaller file.")
+        data = read_capped(p, max_bytes)
+    except FileProblem as problem:
+        if problem.reason == "missing":
+            raise error(f"{name} does not exist") from None
+        if problem.reason == "unreadable":
+            raise error(f"{name} cannot be read ({_os_reason(problem.exc)}). Fix: give the path "
+                        "of a readable file.") from None
+        if problem.reason == "not_regular":
+            kind = "a folder" if stat.S_ISDIR(problem.mode) else "not a regular file"
+            raise error(f"{name} is {kind}. Fix: give the path of a YAML or JSON file.") from None
+        raise error(f"{name} is {problem.size:,} bytes, more than llem reads ({max_bytes:,}). "
+                    "Fix: give a smaller file (a config is a few kB).") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -120,7 +166,7 @@ def read_text(path: str | os.PathLike[str], what: str = "config file",
                     f"{exc.start}). Fix: save it as UTF-8.") from None
 
 
-def _os_reason(exc: BaseException) -> str:
+def _os_reason(exc: BaseException | None) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 

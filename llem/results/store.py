@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from llem._files import TMP_PREFIX, clean_stale_temps
-from llem._input import FieldError, load_json
+from llem._input import FieldError, FileProblem, load_json, read_capped
 from llem.errors import LlemError
 from llem.results.result import Result, ResultList
 
@@ -60,34 +60,22 @@ def _size(n: int) -> str:
 def _read_capped(p: Path, max_bytes: int) -> bytes:
     """The bytes of regular file ``p`` (a link is followed), refused when it is not one or too big."""
     try:
-        st = os.stat(p)  # follows a symbolic link: what it points at is what counts
-    except FileNotFoundError:
-        raise ResultFileError(f"Result file {str(p)!r} does not exist.") from None
-    except OSError as exc:
-        raise ResultFileError(f"Result file {str(p)!r} could not be read: {exc}") from None
-    if not stat.S_ISREG(st.st_mode):
-        link = " (through a symbolic link)" if p.is_symlink() else ""
-        raise ResultFileError(f"Result file {str(p)!r} is {_kind(st.st_mode)}{link}, not a regular "
-                              "file; llem reads results only from regular files. Remove it or "
-                              "rename it so its name does not end in .json.")
-    try:
-        # non-blocking, so a FIFO put in its place meanwhile cannot hang the open
-        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except OSError as exc:
-        raise ResultFileError(f"Result file {str(p)!r} could not be read: {exc}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise ResultFileError(f"Result file {str(p)!r} is {_kind(st.st_mode)}, not a regular file; "
-                                  "llem reads results only from regular files.")
-        data = f.read(max_bytes + 1) if st.st_size <= max_bytes else b""
-        if st.st_size > max_bytes or len(data) > max_bytes:
-            size = max(st.st_size, len(data))
+        return read_capped(p, max_bytes)
+    except FileProblem as problem:
+        if problem.reason == "missing":
+            raise ResultFileError(f"Result file {str(p)!r} does not exist.") from None
+        if problem.reason == "unreadable":
+            raise ResultFileError(f"Result file {str(p)!r} could not be read: {problem.exc}") from None
+        if problem.reason == "not_regular":
+            link = " (through a symbolic link)" if problem.through_link else ""
             raise ResultFileError(
-                f"Result file {str(p)!r} is {_size(size)}, over the {_size(max_bytes)} llem reads "
-                "(MAX_RESULT_BYTES). If it is a result, read it with "
-                "load_result(path, max_bytes=...); otherwise remove it from the folder.")
-    return data
+                f"Result file {str(p)!r} is {_kind(problem.mode)}{link}, not a regular file; llem "
+                "reads results only from regular files. Remove it or rename it so its name does "
+                "not end in .json.") from None
+        raise ResultFileError(
+            f"Result file {str(p)!r} is {_size(problem.size)}, over the {_size(max_bytes)} llem "
+            "reads (MAX_RESULT_BYTES). If it is a result, read it with "
+            "load_result(path, max_bytes=...); otherwise remove it from the folder.") from None
 
 
 def load_result(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> Result:
