@@ -30,8 +30,7 @@ from typing import Any
 
 from llem.energy.nvml import PynvmlLibrary
 from llem.spec.model import Tier
-from llem.spec.params import PARAMS
-from llem.spec.rules import RULES
+from llem.spec.queries import named_packages
 from llem.spec.tiers import parse_target, tier_for
 
 _MIB = 1024**2
@@ -81,24 +80,10 @@ class Cpu:
     threads: int
 
 
-def _gate_packages() -> tuple[str, ...]:
-    """Import names the table's gates and rules ask about, plus the backends' engines."""
-    names: list[str] = []
-    for p in PARAMS:
-        for gate in (p.gate, *p.value_gates.values()):
-            if gate is not None and gate.package:
-                names.append(gate.package)
-    for rule in RULES:
-        for cond in rule.when:
-            if cond.path.startswith("env.packages."):
-                names.append(cond.path[len("env.packages."):])
-    return tuple(dict.fromkeys(names))
-
-
 #: Optional packages the machine record reports: those the table asks about, then the ones
 #: the backends and meters need.
 PACKAGES: tuple[str, ...] = tuple(dict.fromkeys((
-    *_gate_packages(), "torch", "transformers", "vllm", "tensorrt_llm", "pynvml", "codecarbon",
+    *named_packages(), "torch", "transformers", "vllm", "tensorrt_llm", "pynvml", "codecarbon",
     "peft", "gguf", "accelerate", "zeus", "ray",
 )))
 

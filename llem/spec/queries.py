@@ -130,6 +130,17 @@ def gpu_gates() -> list[tuple[str, Gate]]:
     return out
 
 
+def named_packages() -> tuple[str, ...]:
+    """Import names the table asks about, in table order, each once.
+
+    Its gates' packages first, then the ``env.packages.*`` facts its rules read.
+    """
+    names = [g.package for _, g in gpu_gates() if g.package]
+    names += [c.path.removeprefix("env.packages.") for r in RULES for c in r.when
+              if c.path.startswith("env.packages.")]
+    return tuple(dict.fromkeys(names))
+
+
 def params_requiring_gpu_capability(cc: float) -> dict[str, list[str]]:
     """Gated items whose compute-capability floor is at most ``cc``, grouped by tier.
 
@@ -287,6 +298,7 @@ __all__ = [
     "gate_for",
     "gpu_gates",
     "mutual_exclusions",
+    "named_packages",
     "param",
     "param_skip_conditions",
     "params",

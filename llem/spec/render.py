@@ -15,7 +15,7 @@ from llem.spec.queries import (
     engine_args,
     engine_targets,
     gate_for,
-    gpu_gates,
+    named_packages,
     params,
     tier_problem,
 )
@@ -69,9 +69,7 @@ def tier_facts(cc: float | None) -> dict[str, Any]:
     installed, a checkpoint that fits the setting, and nothing failing: what stays is what
     the tier itself cannot run.
     """
-    packages = {g.package: True for _, g in gpu_gates() if g.package}
-    packages.update({c.path.removeprefix("env.packages."): True for r in RULES for c in r.when
-                     if c.path.startswith("env.packages.")})
+    packages = dict.fromkeys(named_packages(), True)
     return {"cc": cc, "gpu_count": 0 if cc is None else 8, "cuda": cc is not None,
             "packages": packages, "compile_failed": False, "model_prequantized": True,
             "prompt_overlap": True}
