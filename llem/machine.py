@@ -294,6 +294,29 @@ def use_machine(machine: Machine) -> Iterator[Machine]:
         _override.pop()
 
 
+def first_visible_gpu(gpus: Sequence[Gpu], visible: str | None) -> Gpu | None:
+    """The GPU CUDA will number 0, given ``CUDA_VISIBLE_DEVICES`` (None: unset).
+
+    An index or a ``GPU-...`` UUID (prefix) picks that GPU; an empty value or ``-1`` hides
+    them all; an entry NVML cannot match (a MIG UUID) gives the first GPU.
+
+    >>> gpus = [Gpu(0, "A", 8.0, uuid="GPU-aa"), Gpu(1, "B", 9.0, uuid="GPU-bb")]
+    >>> first_visible_gpu(gpus, None).name, first_visible_gpu(gpus, "1,0").name
+    ('A', 'B')
+    >>> first_visible_gpu(gpus, "GPU-b").name, first_visible_gpu(gpus, "") is None
+    ('B', True)
+    """
+    if visible is None:
+        return gpus[0] if gpus else None
+    first = visible.split(",")[0].strip()
+    if not first or first.startswith("-"):
+        return None
+    for gpu in gpus:
+        if first == str(gpu.index) or (first.startswith("GPU-") and gpu.uuid.startswith(first)):
+            return gpu
+    return gpus[0] if gpus else None
+
+
 @dataclass(frozen=True)
 class Where:
     """A place settings are checked against: this machine or a declared target GPU.
@@ -343,6 +366,7 @@ def where(target: str | float | None = None, machine: Machine | None = None) -> 
 
 
 __all__ = [
-    "NULL_MACHINE", "PACKAGES", "Cpu", "Gpu", "Machine", "Where", "cpu_model", "get_machine",
+    "NULL_MACHINE", "PACKAGES", "Cpu", "Gpu", "Machine", "Where", "cpu_model", "first_visible_gpu",
+    "get_machine",
     "probe", "use_machine", "where",
 ]

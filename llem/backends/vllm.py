@@ -64,7 +64,7 @@ from llem.errors import (
     LlemError,
     missing_dependency,
 )
-from llem.machine import Gpu, get_machine
+from llem.machine import first_visible_gpu, get_machine
 
 __all__ = [
     "VLLMBackend",
@@ -315,29 +315,6 @@ def _import_vllm() -> Any:
     except ImportError as exc:
         raise missing_dependency("vllm", "vllm", "the vLLM backend") from exc
     return vllm
-
-
-def first_visible_gpu(gpus: Sequence[Gpu], visible: str | None) -> Gpu | None:
-    """The GPU CUDA will number 0, given ``CUDA_VISIBLE_DEVICES`` (None: unset).
-
-    An index or a ``GPU-...`` UUID (prefix) picks that GPU; an empty value or ``-1`` hides
-    them all; an entry NVML cannot match (a MIG UUID) gives the first GPU.
-
-    >>> gpus = [Gpu(0, "A", 8.0, uuid="GPU-aa"), Gpu(1, "B", 9.0, uuid="GPU-bb")]
-    >>> first_visible_gpu(gpus, None).name, first_visible_gpu(gpus, "1,0").name
-    ('A', 'B')
-    >>> first_visible_gpu(gpus, "GPU-b").name, first_visible_gpu(gpus, "") is None
-    ('B', True)
-    """
-    if visible is None:
-        return gpus[0] if gpus else None
-    first = visible.split(",")[0].strip()
-    if not first or first.startswith("-"):
-        return None
-    for gpu in gpus:
-        if first == str(gpu.index) or (first.startswith("GPU-") and gpu.uuid.startswith(first)):
-            return gpu
-    return gpus[0] if gpus else None
 
 
 def _require_gpu(backend: str) -> str:
