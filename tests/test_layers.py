@@ -215,3 +215,45 @@ def test_the_one_upward_import_is_the_sweep_progress_hook():
     up = sorted((m, n) for m in MODULES if room(m) == "llem.study"
                 for n, _ in imports(m) if n.startswith("llem.widgets"))
     assert up == [("llem.study.api", "llem.widgets.sweep")], f"only sweep()'s progress hook may: {up}"
+
+
+def local_imports(module: str) -> list[tuple[str, int]]:
+    """(imported llem name, line) for the imports of ``module`` made inside a function."""
+    out: list[tuple[str, int]] = []
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    out += [(a.name, node.lineno) for a in node.names if a.name.split(".")[0] == "llem"]
+                elif isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("llem")):
+                    out.append((node.module or ".", node.lineno))
+    return out
+
+
+#: Sideways edges forbidden inside a layer: (importer room, imported room).
+SIDEWAYS_FORBIDDEN = {("llem.plots", "llem.report"): "the report draws with plots, never the reverse"}
+
+
+def test_forbidden_sideways_imports():
+    bad = [f"{m} imports {t}: {why}" for m, targets in llem_edges().items() if m != "llem"
+           for t in targets for (a, b), why in SIDEWAYS_FORBIDDEN.items() if room(m) == a and room(t) == b]
+    assert not bad, "\n".join(bad)
+
+
+def test_timing_imports_nothing_of_llem():
+    """Token times sit below both the backends and the results: they import nothing of llem."""
+    assert not [n for n, _ in imports("llem.timing") if n.startswith("llem")]
+    from llem.backends.base import TokenTimes as from_backends
+    from llem.results.result import RequestRecord
+    from llem.timing import TokenTimes
+
+    assert from_backends is TokenTimes and issubclass(RequestRecord, TokenTimes)
+
+
+@pytest.mark.parametrize("room_name", ["llem.results", "llem.report", "llem.plots"])
+def test_no_function_local_import_of_llem_in_the_output_rooms(room_name):
+    """A function-local import of llem's own modules is how a circle hides; these rooms have none."""
+    local = [f"{m}:{line} imports {n} inside a function" for m in MODULES if room(m) == room_name
+             for n, line in local_imports(m)]
+    assert not local, "\n".join(local)
