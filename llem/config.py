@@ -47,6 +47,7 @@ from llem.sections import (
     tier_problem_of,
     unsupported,
     warn_alias,
+    warn_value_alias,
 )
 from llem.spec.flat import given_once, nested_spelling
 from llem.spec.model import BACKENDS
@@ -80,6 +81,29 @@ _SECTION_CLASSES: dict[str, type[Section]] = {
     "tensorrt": TensorRTConfig, "warmup": WarmupConfig, "baseline": BaselineConfig,
     "study": StudyConfig, "dataset": DatasetConfig,
 }
+
+#: Every other name a config may use for a row (:func:`llem.spec.aliases`).
+_ALIAS_PATHS: frozenset[str] = frozenset(spec.aliases())
+
+
+def _nested(spelling: str, key: str) -> str:
+    """How ``key`` inside the mapping written ``spelling`` reads: ``vllm: {attention: {backend}}``."""
+    closing = len(spelling) - len(spelling.rstrip("}"))
+    if not closing:
+        return f"{spelling}: {{{key}}}"
+    return f"{spelling[:-closing]}: {{{key}}}" + "}" * closing
+
+
+def _backend_given(values: Mapping[str, Any]) -> str | None:
+    """The backend ``values`` choose, in any of the spellings a config may use, or None."""
+    for key in ("backend", "experiment.backend"):
+        if isinstance(values.get(key), str):
+            return str(values[key])
+    top = values.get("experiment")
+    if isinstance(top, Mapping) and isinstance(top.get("backend"), str):
+        return str(top["backend"])
+    return None
+
 _NO_TARGET = NO_TARGET
 
 
@@ -323,17 +347,26 @@ class ExperimentConfig(_ExperimentFields):
     def _flatten(
         self, values: Mapping[str, Any], given: set[str] | None = None,
         seen: dict[str, str] | None = None, spelled: Mapping[str, str] | None = None,
+        backend: str | None = None,
     ) -> list[tuple[Section, str, Any]]:
         """``values`` as (section object, field, value); a field given twice is refused.
 
         ``seen`` maps each field given so far to how it was written; ``spelled`` gives how a
         key of ``values`` was written when that differs from the key (a nested section).
+        ``backend`` resolves names that are each backend's own field (``precision``); by
+        default the one ``values`` chooses, else this config's.
         """
         items: list[tuple[Section, str, Any]] = []
         seen = {} if seen is None else seen
+        if backend is None:
+            backend = _backend_given(values) or self.backend
         for key, value in values.items():
             if not isinstance(key, str):
                 raise InvalidValue(f"config keys must be strings, not {describe(key)}")
+            if key in _SECTION_CLASSES and not isinstance(value, (Mapping, Section)) \
+                    and value is not None and f"experiment.{key}" in _ALIAS_PATHS:
+                spelled = {**(spelled or {}), f"experiment.{key}": key}
+                key = f"experiment.{key}"  # the seed's ``dataset: NAME``
             if key in _SECTION_CLASSES:
                 if isinstance(value, Section):
                     value = value.explicit() or value.to_dict(only_set=True)
@@ -345,9 +378,17 @@ class ExperimentConfig(_ExperimentFields):
                     given.add(key)
                 for k, v in value.items():
                     items += self._flatten({f"{key}.{k}": v}, given, seen,
-                                           {f"{key}.{k}": nested_spelling(key, str(k))})
+                                           {f"{key}.{k}": nested_spelling(key, str(k))}, backend)
                 continue
-            if "." not in key and key not in self._rows and isinstance(value, Mapping):
+            if isinstance(value, Mapping) and spec.alias_prefix(key):
+                # other names nested under a prefix: ``energy: {backend}``, ``vllm.attention: {...}``
+                spelling = (spelled or {}).get(key, key)
+                for k, v in value.items():
+                    items += self._flatten({f"{key}.{k}": v}, given, seen,
+                                           {f"{key}.{k}": _nested(spelling, str(k))}, backend)
+                continue
+            if "." not in key and key not in self._rows and isinstance(value, Mapping) \
+                    and f"experiment.{key}" not in _ALIAS_PATHS:
                 names = [*_SECTION_CLASSES, *self._rows]
                 raise UnknownNameError(
                     f"Unknown section {key!r}.{did_you_mean(key, names)} "
@@ -359,11 +400,17 @@ class ExperimentConfig(_ExperimentFields):
             if path in ("vllm.load_in_4bit", "vllm.load_in_8bit"):
                 rule = next(r for r in RULES if r.check == "vllm_bnb_flags")
                 raise InvalidValue(f"{path} refused: " + Violation(rule, f"{path} given").message)
-            canonical, alias = resolve_path(path)
-            given_once(seen, canonical, (spelled or {}).get(key, key))
+            canonical, alias = resolve_path(path, backend)
+            spelling = (spelled or {}).get(key, key)
+            given_once(seen, canonical, spelling)
             if alias:
-                warn_alias(alias, canonical)
-                self.notes = [*self.notes, f"{alias!r} loaded as {canonical!r} (old name)"]
+                warn_alias(spelling, canonical)
+                self.notes = [*self.notes, f"{spelling!r} loaded as {canonical!r} (old name)"]
+            own = spec.value_alias(canonical, value)
+            if own != value:
+                warn_value_alias(canonical, value, own)
+                self.notes = [*self.notes, f"{canonical}: {value!r} loaded as {own!r} (old spelling)"]
+                value = own
             section, _, name = canonical.partition(".")
             items.append((self._section_obj(section), name, value))
         return items

@@ -111,6 +111,11 @@ def check_value(row: Param, value: Any) -> Any:
             f"{path} expected {_TYPE_WORDS[t]}, not {describe(value)}. "
             f"Allowed: {_allowed(row)}. Fix: set {path} to {_TYPE_WORDS[t]}."
         )
+    if isinstance(value, str) and t in ("str", "str_or_list") and not value.strip():
+        raise InvalidValue(
+            f"{path} cannot be an empty string. Allowed: {_allowed(row)}. Fix: give it a value"
+            + (f" (default {row.default!r})" if row.default is not None else "")
+            + (", or leave it unset." if row.allow_none else "."))
     if t == "float":
         value = float(value)
         if value != value or value in (float("inf"), float("-inf")):
@@ -323,10 +328,13 @@ def make_section(name: str) -> type[Section]:
     return type(cls_name, (Section,), ns)
 
 
-def resolve_path(path: str) -> tuple[str, str | None]:
-    """``(canonical path, alias used)``; an unknown backend field says which section has it."""
+def resolve_path(path: str, backend: str | None = None) -> tuple[str, str | None]:
+    """``(canonical path, alias used)``; an unknown backend field says which section has it.
+
+    ``backend`` picks the row of a name that is each backend's own field (``precision``).
+    """
     try:
-        return spec.resolve_path(path)
+        return spec.resolve_path(path, backend)
     except UnknownNameError:
         section, _, name = path.partition(".")
         elsewhere = [p.section for p in spec.PARAMS if p.name == name and p.section != section]
@@ -343,6 +351,16 @@ def warn_alias(alias: str, path: str) -> None:
     """Warn (:class:`AliasWarning`) that ``alias`` was loaded as ``path``."""
     warnings.warn(
         f"{alias!r} is the old name of {path!r}; it was loaded as {path!r}. Use the new name.",
+        AliasWarning,
+        stacklevel=4,
+    )
+
+
+def warn_value_alias(path: str, value: Any, own: Any) -> None:
+    """Warn (:class:`AliasWarning`) that ``value`` of ``path`` was loaded as llem's ``own`` spelling."""
+    warnings.warn(
+        f"{value!r} is another spelling of {own!r} for {path}; it was loaded as {own!r}. "
+        f"Use {own!r}.",
         AliasWarning,
         stacklevel=4,
     )

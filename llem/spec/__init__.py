@@ -23,6 +23,7 @@ from llem.spec.model import (
 )
 from llem.spec.params import PARAMS, PREQUANTIZED_TEST_MODELS, PRESETS, PROFILES
 from llem.spec.queries import (
+    alias_prefix,
     aliases,
     all_paths,
     backend_capabilities,
@@ -45,6 +46,7 @@ from llem.spec.queries import (
     tier_problem,
     tiers,
     validation_rules,
+    value_alias,
 )
 from llem.spec.render import (
     capability_at,
@@ -59,12 +61,12 @@ from llem.spec.tiers import KNOWN_GPUS, TIERS, parse_target, tier_for
 __all__ = [
     "BACKENDS", "CAPABILITIES", "ENGINE_TARGETS", "KNOWN_GPUS", "PARAMS", "PREQUANTIZED_TEST_MODELS",
     "PRESETS", "PROFILES", "RULES", "SECTIONS", "TIERS", "Capability", "Cond", "EngineArg",
-    "EngineTarget", "Gate", "Param", "Rule", "Support", "Tier", "aliases", "all_paths",
+    "EngineTarget", "Gate", "Param", "Rule", "Support", "Tier", "alias_prefix", "aliases", "all_paths",
     "backend_capabilities", "backend_specific_params", "capability", "capability_at",
     "capability_matrix_html", "capability_matrix_markdown", "capability_matrix_rows",
     "decoder_param_support", "engine_arg", "engine_args", "engine_targets", "flatten", "gate_for",
     "gpu_gates", "is_leaf", "mutual_exclusions", "param",
     "param_skip_conditions", "params", "params_requiring_gpu_capability", "parse_target",
     "passthrough_collisions", "precisions", "reference_markdown", "resolve_path", "rule", "tier_for",
-    "tier_problem", "tiers", "validation_rules",
+    "tier_problem", "tiers", "validation_rules", "value_alias",
 ]

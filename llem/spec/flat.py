@@ -20,11 +20,11 @@ from typing import Any
 from llem.errors import ConfigError
 from llem.spec.model import SECTIONS
 from llem.spec.params import PARAMS
-from llem.spec.queries import aliases
+from llem.spec.queries import alias_prefix, aliases
 
 #: Every path the table knows (aliases included): their values are leaves.
-_ROWS: frozenset[str] = frozenset(
-    [p.path for p in PARAMS] + [f"{p.section}.{a}" for p in PARAMS for a in p.aliases])
+_OWN_ROWS: frozenset[str] = frozenset(p.path for p in PARAMS)
+_ROWS: frozenset[str] = _OWN_ROWS | frozenset(aliases())
 
 #: Keys of a config file that are not settings (read elsewhere or kept as notes).
 NOT_SETTINGS: tuple[str, ...] = ("sweep", "notes")
@@ -69,9 +69,9 @@ def flatten(config: Mapping[str, Any], *, skip: Iterable[str] = NOT_SETTINGS) ->
         _check_key(key)
         if key in skipped:
             continue
-        if "." in key:
-            _put(out, seen, key, value, key)
-        elif key in SECTIONS and isinstance(value, Mapping) and not is_leaf(f"experiment.{key}"):
+        if "." in key or (isinstance(value, Mapping) and alias_prefix(key)):
+            _put(out, seen, key, value, key)  # dotted, or other names nested: ``energy: {backend}``
+        elif key in SECTIONS and isinstance(value, Mapping) and f"experiment.{key}" not in _OWN_ROWS:
             for name, v in value.items():
                 _check_key(name)
                 _put(out, seen, f"{key}.{name}", v, nested_spelling(key, name))

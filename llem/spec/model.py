@@ -84,6 +84,14 @@ class Param:
     ``registry`` names a plugin kind (``backend``, ``meter``): besides ``choices`` (llem's
     own), any name registered in :mod:`llem.plugins` for that kind is accepted.
 
+    Other names a config may use for the row (each loads with an ``AliasWarning``):
+
+    - ``aliases``: names inside the row's section (``precision`` is ``pytorch.precision``),
+      or full paths where the other name lives elsewhere (``experiment.precision``, the
+      seed's top-level name; on a backend's row such a path means "this backend's field");
+    - ``seed_name``: the seed benchmark's name (top-level when it has no dot);
+    - ``value_aliases``: other spellings of values (``bf16`` for ``bfloat16``).
+
     How a backend passes the row to its engine (read through :func:`llem.spec.engine_args`):
 
     - ``engine_target``: backend -> where the argument goes, one target or several (the
@@ -119,6 +127,7 @@ class Param:
     value_gates: dict[Any, Gate] = field(default_factory=dict)
     widget: str | None = None
     aliases: tuple[str, ...] = ()
+    value_aliases: Mapping[str, Any] = field(default_factory=dict)
     seed_name: str | None = None
     seed_backends: tuple[str, ...] | None = None
     load_time: bool = False

@@ -94,6 +94,10 @@ _TR = ("tensorrt",)
 _DTYPES = ("float32", "float16", "bfloat16")
 #: llem's precision names -> torch dtypes ("torch.<name>" is the torch attribute).
 _TORCH_DTYPES = {name: f"torch.{name}" for name in _DTYPES}
+#: The seed's (and LLenergyMeasure's) short spellings of the precisions.
+_DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+#: The seed's top-level precision names: each backend's own dtype row.
+_TOP_PRECISION = ("experiment.precision", "experiment.fp_precision")
 
 # Where a decoder row goes in each engine (see llem/spec/engines.py for the targets).
 _ALL_SAMPLE = {"pytorch": "generation", "vllm": "sampling", "tensorrt": "sampling"}
@@ -121,7 +125,8 @@ _TRT_LIMIT = {"tensorrt": ("llm", "build_config")}
 
 EXPERIMENT = (
     Param("model", "experiment", "str", "Model: a built-in alias (llem.models), a hub id or a local path.",
-          default="smollm2-135m", widget="text", load_time=True, allow_none=False),
+          default="smollm2-135m", widget="text", load_time=True, allow_none=False,
+          aliases=("model_name",)),
     Param("backend", "experiment", "enum",
           "Inference engine: llem's own, or any registered backend (llem.register_backend).",
           default="pytorch", choices=("pytorch", "vllm", "tensorrt"), load_time=True,
@@ -129,9 +134,9 @@ EXPERIMENT = (
           value_gates={"pytorch": _TORCH, "vllm": _VLLM_CUDA, "tensorrt": _TRT_CUDA}),
     Param("prompts", "experiment", "str_or_list",
           "Prompts: a built-in set name, a .txt/.jsonl path, a list, or 'synthetic'.",
-          default="qa-short", allow_none=False, seed_name="dataset"),
+          default="qa-short", allow_none=False, seed_name="dataset", aliases=("dataset.source",)),
     Param("num_prompts", "experiment", "int", "How many prompts to use (unset: all).", min=1, max=_MAX_COUNT,
-          seed_name="dataset.n_prompts"),
+          seed_name="dataset.n_prompts", aliases=("n",)),
     Param("max_input_tokens", "experiment", "int", "Prompts are truncated to this many tokens.",
           default=512, min=1, max=1_048_576, unit="tokens", allow_none=False,
           source="LLenergyMeasure default 512"),
@@ -158,9 +163,10 @@ EXPERIMENT = (
           default="quick", choices=("quick", "publication"), allow_none=False),
     Param("passthrough", "experiment", "dict",
           "Extra keyword arguments for the engine: {'load': {...}, 'generate': {...}}. "
-          "A key that a named field covers is refused.", seed_name="backend passthrough kwargs"),
+          "A key that a named field covers is refused.", seed_name="backend passthrough kwargs",
+          aliases=("passthrough_kwargs",)),
     Param("lora_adapter", "experiment", "str", "LoRA adapter (hub id or local path) applied via peft.",
-          backends=_PT, load_time=True, seed_name="lora.adapter_id"),
+          backends=_PT, load_time=True, seed_name="lora.adapter_id", aliases=("lora.adapter_path",)),
     Param("lora_merge", "experiment", "bool", "Merge the LoRA adapter into the weights after loading.",
           backends=_PT, load_time=True, seed_name="lora.merge_weights"),
 )
@@ -204,7 +210,8 @@ DECODER = (
           min=1, max=1_048_576, unit="tokens", allow_none=False,
           engine_names={"vllm": "max_tokens", "tensorrt": "max_tokens"},
           engine_target={"pytorch": "generation", "vllm": ("sampling", "beam"), "tensorrt": "sampling"},
-          aliases=("max_output_tokens", "max_tokens"), source="LLenergyMeasure default 128"),
+          aliases=("max_output_tokens", "max_tokens", "experiment.max_output_tokens"),
+          source="LLenergyMeasure default 128"),
     Param("min_new_tokens", "decoder", "int", "Fewest tokens to generate per prompt.", min=1, max=_MAX_TOKENS,
           unit="tokens", engine_names={"vllm": "min_tokens", "tensorrt": "min_tokens"},
           engine_target=_ALL_SAMPLE,
@@ -250,7 +257,8 @@ PYTORCH = (
     Param("dtype", "pytorch", "enum", "Weight and activation precision.", choices=_DTYPES,
           backends=_PT, load_time=True, value_gates={"bfloat16": _BF16},
           engine_target={"pytorch": "from_pretrained"}, engine_values={"pytorch": _TORCH_DTYPES},
-          aliases=("precision", "torch_dtype"), library_default={"pytorch": "the checkpoint's dtype"}),
+          aliases=("precision", "torch_dtype", *_TOP_PRECISION), value_aliases=_DTYPE_ALIASES,
+          library_default={"pytorch": "the checkpoint's dtype"}),
     Param("attn_implementation", "pytorch", "enum", "Attention kernel.",
           choices=("eager", "sdpa", "flash_attention_2", "flash_attention_3"), backends=_PT,
           load_time=True, value_gates={"flash_attention_2": _FA2, "flash_attention_3": _FA3},
@@ -258,7 +266,9 @@ PYTORCH = (
     Param("torch_compile", "pytorch", "bool", "Compile the model with torch.compile.", backends=_PT,
           load_time=True, library_default={"pytorch": False}),
     Param("torch_compile_mode", "pytorch", "enum", "torch.compile mode.",
-          choices=("default", "reduce-overhead", "max-autotune"), backends=_PT, load_time=True,
+          choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "lite"),
+          backends=_PT, load_time=True,
+          source="torch._inductor.list_mode_options() of torch 2.13 ('lite' is new there)",
           engine_target={"pytorch": "compile"}, engine_names={"pytorch": "mode"}),
     Param("torch_compile_backend", "pytorch", "enum", "torch.compile backend.",
           choices=("inductor", "cudagraphs", "aot_eager", "eager"), backends=_PT, load_time=True,
@@ -308,7 +318,8 @@ PYTORCH = (
 VLLM = (
     Param("dtype", "vllm", "enum", "Model precision ('auto' takes the checkpoint's).",
           choices=("auto", *_DTYPES), backends=_VL, load_time=True, value_gates={"bfloat16": _BF16},
-          library_default={"vllm": "auto"},
+          library_default={"vllm": "auto"}, aliases=("precision", *_TOP_PRECISION),
+          value_aliases=_DTYPE_ALIASES,
           engine_target=_LLM, engine_readback=_vllm_at("model_config.dtype")),
     Param("max_num_seqs", "vllm", "int", "Most sequences in one scheduler step.", min=1, max=_MAX_COUNT, backends=_VL,
           load_time=True,
@@ -392,7 +403,8 @@ VLLM = (
 
 TENSORRT = (
     Param("dtype", "tensorrt", "enum", "Engine precision.", choices=_DTYPES, backends=_TR,
-          load_time=True, value_gates={"bfloat16": _BF16},
+          load_time=True, value_gates={"bfloat16": _BF16}, aliases=("precision", *_TOP_PRECISION),
+          value_aliases=_DTYPE_ALIASES,
           engine_target=_TRT_LLM, engine_readback=_trt_at("dtype")),
     Param("max_batch_size", "tensorrt", "int", "Largest batch the engine is built for.", min=1, max=_MAX_COUNT,
           backends=_TR, load_time=True,

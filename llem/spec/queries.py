@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from llem import plugins
 from llem.errors import UnknownNameError, did_you_mean, unknown_name
 from llem.spec.capabilities import CAPABILITIES, precisions
 from llem.spec.engines import ENGINE_TARGETS
@@ -15,15 +16,45 @@ from llem.spec.tiers import TIERS, tier_for
 
 _BY_PATH: dict[str, Param] = {p.path: p for p in PARAMS}
 _ALIASES: dict[str, str] = {}
+#: A full-path alias on backends' rows (``experiment.precision``) -> backend -> the row's path.
+_BY_BACKEND: dict[str, dict[str, str]] = {}
 for _p in PARAMS:
     for _a in _p.aliases:
-        _ALIASES[f"{_p.section}.{_a}"] = _p.path
-    if _p.seed_name and "." in _p.seed_name and " " not in _p.seed_name:
-        _ALIASES.setdefault(_p.seed_name, _p.path)
+        if "." in _a and _p.section in BACKENDS:
+            _BY_BACKEND.setdefault(_a, {})[_p.section] = _p.path
+        else:
+            _ALIASES[_a if "." in _a else f"{_p.section}.{_a}"] = _p.path
+    if _p.seed_name and " " not in _p.seed_name:
+        # the seed's top-level names are the experiment section's
+        _ALIASES.setdefault(_p.seed_name if "." in _p.seed_name else f"experiment.{_p.seed_name}",
+                            _p.path)
+    # an engine's sampling section nests its sampling fields (``vllm: {sampling: {min_p}}``)
+    if _p.section == "decoder":
+        for _b in ("vllm", "tensorrt"):
+            if _b in _p.backends:
+                for _n in {_p.name, _p.engine_names.get(_b, _p.name)}:
+                    _ALIASES.setdefault(f"{_b}.sampling.{_n}", _p.path)
+#: Every prefix of an alias path that is not itself a row: a config may nest under it
+#: (``energy: {backend: ...}``, ``vllm: {attention: {backend: ...}}``).
+_ALIAS_PREFIXES: frozenset[str] = frozenset(
+    a.rsplit(".", i)[0] for a in [*_ALIASES, *_BY_BACKEND] for i in range(1, a.count(".") + 1)
+) - set(_BY_PATH) - {p.section for p in PARAMS}
 
 
 def params(section: str | None = None, backend: str | None = None) -> tuple[Param, ...]:
-    """Rows of ``section`` (all when None) that ``backend`` supports (all when None)."""
+    """Rows of ``section`` (all when None) that ``backend`` supports (all when None).
+
+    Raises
+    ------
+    UnknownNameError
+        For a section or backend the table does not know (with the known names).
+    """
+    if section is not None and section not in {p.section for p in PARAMS}:
+        raise unknown_name("section", section, sorted({p.section for p in PARAMS}))
+    if backend is not None and backend not in BACKENDS:
+        known = plugins.names("backend")
+        if backend not in known:
+            raise unknown_name("backend", backend, known)
     return tuple(
         p for p in PARAMS
         if (section is None or p.section == section) and (backend is None or backend in p.backends)
@@ -36,16 +67,40 @@ def all_paths() -> tuple[str, ...]:
 
 
 def aliases() -> dict[str, str]:
-    """Old or other names (the seed's, engines') -> llem's path."""
-    return dict(_ALIASES)
+    """Old or other names (the seed's, engines') -> llem's path.
+
+    An alias whose row depends on the backend (``experiment.precision``) maps to
+    ``<backend>.<field>``; :func:`resolve_path` with a backend gives the row.
+    """
+    out = dict(_ALIASES)
+    for alias, rows in _BY_BACKEND.items():
+        fields = {path.split(".", 1)[1] for path in rows.values()}
+        out[alias] = f"<backend>.{fields.pop()}" if len(fields) == 1 else " / ".join(rows.values())
+    return out
 
 
-def resolve_path(path: str) -> tuple[str, str | None]:
-    """Return ``(canonical path, alias used or None)``; raise for an unknown path."""
+def alias_prefix(path: str) -> bool:
+    """True when ``path`` is not a row but other names nest under it (``energy``, ``vllm.attention``)."""
+    return path in _ALIAS_PREFIXES
+
+
+def resolve_path(path: str, backend: str | None = None) -> tuple[str, str | None]:
+    """Return ``(canonical path, alias used or None)``; raise for an unknown path.
+
+    ``backend`` picks the row of an alias that names each backend's own field
+    (``experiment.precision`` is ``pytorch.dtype`` with the pytorch backend).
+    """
     if path in _BY_PATH:
         return path, None
     if path in _ALIASES:
         return _ALIASES[path], path
+    if path in _BY_BACKEND:
+        rows = _BY_BACKEND[path]
+        if backend in rows:
+            return rows[backend], path
+        raise UnknownNameError(
+            f"{path!r} names a backend's own field ({', '.join(rows.values())}); the backend "
+            f"{backend!r} has none. Fix: choose one of {', '.join(rows)}, or leave it out.")
     section = path.partition(".")[0]
     same = [p.rsplit(".", 1)[1] for p in _BY_PATH if p.startswith(section + ".")]
     if not same:
@@ -58,6 +113,14 @@ def resolve_path(path: str) -> tuple[str, str | None]:
         f"Unknown parameter {path!r}.{did_you_mean(path, [*_BY_PATH, *_ALIASES])} "
         f"Fields of {section}: {', '.join(same)}."
     )
+
+
+def value_alias(path: str, value: Any) -> Any:
+    """The row's own spelling of ``value`` (``bf16`` -> ``bfloat16``), or ``value`` unchanged."""
+    row = _BY_PATH.get(path)
+    if row is None or not isinstance(value, str):
+        return value
+    return row.value_aliases.get(value, value)
 
 
 def param(path: str) -> Param:
@@ -286,6 +349,7 @@ def tiers() -> list[dict[str, Any]]:
 
 
 __all__ = [
+    "alias_prefix",
     "aliases",
     "all_paths",
     "backend_capabilities",
@@ -306,6 +370,7 @@ __all__ = [
     "passthrough_collisions",
     "precisions",
     "resolve_path",
+    "value_alias",
     "rule",
     "tier_problem",
     "tiers",

@@ -213,6 +213,9 @@ def reference_markdown() -> str:
                 extra.append(f"also any registered {p.registry} (llem.plugins)")
             if p.aliases:
                 extra.append("also accepted as: " + ", ".join(p.aliases))
+            if p.value_aliases:
+                extra.append("values also accepted as: " + ", ".join(
+                    f"{k} ({v})" for k, v in p.value_aliases.items()))
             if p.seed_name:
                 extra.append(f"seed name: {p.seed_name}")
             if p.source:

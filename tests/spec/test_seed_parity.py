@@ -150,7 +150,11 @@ def test_attn_implementation_values():
 
 
 def test_torch_compile_mode_values():
-    assert set(spec.param("pytorch.torch_compile_mode").choices) == {"default", "reduce-overhead", "max-autotune"}
+    # the seed's three, and every mode the installed torch names (docs/seed.md says why)
+    choices = set(spec.param("pytorch.torch_compile_mode").choices)
+    assert {"default", "reduce-overhead", "max-autotune"} <= choices
+    torch = pytest.importorskip("torch")
+    assert set(torch._inductor.list_mode_options()) <= choices
 
 
 def test_torch_compile_backend_includes_inductor():

@@ -22,6 +22,7 @@ import copy
 import importlib.metadata
 import importlib.util
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,14 @@ from llem.models import not_found as model_not_found
 from llem.models import resolve_adapter, resolve_model
 from llem.spec import engine_args
 
+
+def gpu_index_keys(limits: Mapping[str, Any]) -> dict[Any, Any]:
+    """``max_memory`` with GPU keys as ints, as accelerate reads them.
+
+    A config file (JSON keys are strings) or YAML written ``'0': 20GiB`` gives GPU 0 as
+    ``'0'``, which accelerate does not take for a device; ``cpu``/``disk`` stay strings.
+    """
+    return {int(k) if isinstance(k, str) and k.strip().isdigit() else k: v for k, v in limits.items()}
 
 def torch_value(torch: Any, value: Any) -> Any:
     """An engine value from the table: ``"torch.<name>"`` is that torch attribute (a dtype)."""
@@ -151,6 +160,8 @@ def _load_kwargs(config: Any, spec: Any, torch: Any, transformers: Any, cuda: bo
     if "max_memory" in load_kw and "device_map" not in load_kw:
         del load_kw["max_memory"]
         skipped["pytorch.max_memory"] = "only used with a device_map (e.g. 'auto')"
+    if "max_memory" in load_kw:
+        load_kw["max_memory"] = gpu_index_keys(load_kw["max_memory"])
     if "low_cpu_mem_usage" in load_kw and int(transformers.__version__.split(".")[0]) >= 5:
         del load_kw["low_cpu_mem_usage"]
         skipped["pytorch.low_cpu_mem_usage"] = (
