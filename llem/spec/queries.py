@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from llem import plugins
 from llem.errors import UnknownNameError, did_you_mean, unknown_name
 from llem.spec.capabilities import CAPABILITIES, precisions
 from llem.spec.engines import ENGINE_TARGETS
@@ -52,9 +51,8 @@ def params(section: str | None = None, backend: str | None = None) -> tuple[Para
     if section is not None and section not in {p.section for p in PARAMS}:
         raise unknown_name("section", section, sorted({p.section for p in PARAMS}))
     if backend is not None and backend not in BACKENDS:
-        known = plugins.names("backend")
-        if backend not in known:
-            raise unknown_name("backend", backend, known)
+        # a plugin backend has no rows of its own: its face asks with backend=None
+        raise unknown_name("backend", backend, list(BACKENDS))
     return tuple(
         p for p in PARAMS
         if (section is None or p.section == section) and (backend is None or backend in p.backends)

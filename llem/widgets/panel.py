@@ -120,7 +120,7 @@ class ConfigPanel(_w.VBox):  # type: ignore[misc, name-defined]
         pages, titles = [], []
         cc = self.cc
         for section in self._sections():
-            rows = spec.params(section, backend)
+            rows = spec.params(section, backend) if backend in spec.BACKENDS else ()
             boxes = []
             for row in rows:
                 rc = RowControl(row, backend, self._on_edit)
