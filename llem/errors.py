@@ -41,6 +41,15 @@ class OutOfMemoryError(LlemError, MemoryError):
     """The run ran out of memory; the message names the setting to lower."""
 
 
+class MeterReadError(LlemError, RuntimeError):
+    """A meter's reading failed or stopped making sense during a measurement.
+
+    Raised instead of reporting a wrong figure (a GPU's energy counter that stops answering
+    mid-run would otherwise give a negative energy); the message names the device, what
+    failed and the fix. The measurement window ends first and keeps the partial record.
+    """
+
+
 class RunInterrupted(LlemError):
     """A run was interrupted; ``partial`` holds what was measured before it stopped."""
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llem.energy.nvml import PynvmlLibrary
+from llem.errors import LlemError
 from llem.spec.model import Tier
 from llem.spec.queries import named_packages
 from llem.spec.tiers import parse_target, tier_for
@@ -56,6 +57,10 @@ class Gpu:
         True when MIG mode is on (energy then reads the whole GPU, not a slice).
     energy_counter : bool
         Whether NVML's total-energy counter reads on this GPU (Volta and newer).
+    pci_bus_id : str
+        ``00000000:3B:00.0`` (CUDA's ``PCI_BUS_ID`` order sorts by it), or "".
+    mig_uuids : tuple of str
+        The ``MIG-...`` UUIDs of its MIG devices (a ``CUDA_VISIBLE_DEVICES`` entry may name one).
     """
 
     index: int
@@ -65,6 +70,8 @@ class Gpu:
     uuid: str = ""
     mig: bool = False
     energy_counter: bool = False
+    pci_bus_id: str = ""
+    mig_uuids: tuple[str, ...] = ()
 
     @property
     def tier(self) -> Tier:
@@ -165,9 +172,7 @@ class Machine:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe record of the machine (for a result's environment)."""
         return {
-            "gpus": [{"index": g.index, "name": g.name, "compute_capability": g.compute_capability,
-                      "memory_total_mib": g.memory_total_mib, "uuid": g.uuid, "mig": g.mig,
-                      "energy_counter": g.energy_counter} for g in self.gpus],
+            "gpus": [gpu_record(g) for g in self.gpus],
             "cpu": self.cpu.model,
             "cpu_threads": self.cpu.threads,
             "driver": self.driver,
@@ -237,13 +242,11 @@ def _nvml_gpus(library: Any = None) -> tuple[tuple[Gpu, ...], str, str]:
                 counter = dev.total_energy_mj() is not None
             except Exception:  # noqa: BLE001
                 counter = False
-            mig_fn = getattr(dev, "mig_enabled", None)
-            try:
-                mig = bool(mig_fn()) if callable(mig_fn) else False
-            except Exception:  # noqa: BLE001
-                mig = False
+            mig = bool(_optional(dev, "mig_enabled", False))
+            bus = str(_optional(dev, "pci_bus_id", "") or "")
+            migs = tuple(_optional(dev, "mig_uuids", ()) or ()) if mig else ()
             out.append(Gpu(i, dev.name(), float(f"{major}.{minor}"), dev.memory_total_bytes() / _MIB,
-                           dev.uuid(), mig, counter))
+                           dev.uuid(), mig, counter, bus, migs))
         return tuple(out), driver, "" if out else "NVML sees no GPU"
     except Exception as exc:  # noqa: BLE001
         return (), "", f"NVML failed while listing GPUs ({type(exc).__name__}: {exc})"
@@ -252,6 +255,22 @@ def _nvml_gpus(library: Any = None) -> tuple[tuple[Gpu, ...], str, str]:
             library.shutdown()
         except Exception:  # noqa: BLE001
             pass
+
+
+def _optional(dev: Any, method: str, default: Any) -> Any:
+    """``dev.<method>()``, or ``default`` when the device lacks it or it fails."""
+    fn = getattr(dev, method, None)
+    try:
+        return fn() if callable(fn) else default
+    except Exception:  # noqa: BLE001 - an extra the probe can do without
+        return default
+
+
+def gpu_record(g: Gpu) -> dict[str, Any]:
+    """A JSON-safe record of one GPU (the machine record's and the metered GPUs' form)."""
+    return {"index": g.index, "name": g.name, "compute_capability": g.compute_capability,
+            "memory_total_mib": g.memory_total_mib, "uuid": g.uuid, "mig": g.mig,
+            "energy_counter": g.energy_counter, "pci_bus_id": g.pci_bus_id}
 
 
 def probe(library: Any = None) -> Machine:
@@ -294,27 +313,120 @@ def use_machine(machine: Machine) -> Iterator[Machine]:
         _override.pop()
 
 
-def first_visible_gpu(gpus: Sequence[Gpu], visible: str | None) -> Gpu | None:
-    """The GPU CUDA will number 0, given ``CUDA_VISIBLE_DEVICES`` (None: unset).
+_UNSET: Any = object()
 
-    An index or a ``GPU-...`` UUID (prefix) picks that GPU; an empty value or ``-1`` hides
-    them all; an entry NVML cannot match (a MIG UUID) gives the first GPU.
 
-    >>> gpus = [Gpu(0, "A", 8.0, uuid="GPU-aa"), Gpu(1, "B", 9.0, uuid="GPU-bb")]
-    >>> first_visible_gpu(gpus, None).name, first_visible_gpu(gpus, "1,0").name
-    ('A', 'B')
-    >>> first_visible_gpu(gpus, "GPU-b").name, first_visible_gpu(gpus, "") is None
-    ('B', True)
+def _bus_key(bus_id: str) -> tuple[int, int, int]:
+    """``(domain, bus, device)`` of ``0000:3B:00.0`` / ``00000000:3B:00.0``; unknown sorts last."""
+    parts = bus_id.strip().split(":")
+    try:
+        if len(parts) == 3:
+            return int(parts[0], 16), int(parts[1], 16), int(parts[2].split(".")[0], 16)
+    except ValueError:
+        pass
+    return (1 << 32, 0, 0)
+
+
+def cuda_order(gpus: Sequence[Gpu], order: str | None = _UNSET) -> tuple[Gpu, ...]:
+    """``gpus`` in the order CUDA numbers them before ``CUDA_VISIBLE_DEVICES`` applies.
+
+    ``CUDA_DEVICE_ORDER=PCI_BUS_ID``: by PCI bus id (NVML's order). Unset or
+    ``FASTEST_FIRST`` (CUDA's default): fastest first, which llem takes as the highest
+    compute capability, then the most memory, then PCI order; on a machine whose GPUs are
+    all the same model that is PCI order too (:func:`cuda_order_is_certain` says when it
+    is a guess).
     """
+    order = os.environ.get("CUDA_DEVICE_ORDER") if order is _UNSET else order
+    pci = sorted(gpus, key=lambda g: (_bus_key(g.pci_bus_id), g.index))
+    if (order or "").strip().upper() == "PCI_BUS_ID":
+        return tuple(pci)
+    return tuple(sorted(pci, key=lambda g: (-g.compute_capability, -g.memory_total_mib)))
+
+
+def cuda_order_is_certain(gpus: Sequence[Gpu], order: str | None = _UNSET) -> bool:
+    """False when CUDA's fastest-first numbering had to be guessed (GPUs of different models)."""
+    order = os.environ.get("CUDA_DEVICE_ORDER") if order is _UNSET else order
+    return (order or "").strip().upper() == "PCI_BUS_ID" or len({g.name for g in gpus}) <= 1
+
+
+def _match_entry(entry: str, gpus: Sequence[Gpu]) -> Gpu | None:
+    """The GPU a ``GPU-``/``MIG-`` entry of ``CUDA_VISIBLE_DEVICES`` names, or None."""
+    if entry.startswith("MIG-GPU-"):  # the older form MIG-GPU-<uuid>/<gi>/<ci>
+        parent = entry[4:].split("/")[0]
+        hits = [g for g in gpus if g.uuid.startswith(parent)]
+    elif entry.startswith("MIG-"):
+        hits = [g for g in gpus if any(u.startswith(entry) for u in g.mig_uuids)]
+        if not hits:  # MIG devices not listed (no permission to read them): the one MIG GPU
+            unlisted = [g for g in gpus if g.mig and not g.mig_uuids]
+            hits = unlisted if len(unlisted) == 1 else []
+    else:
+        hits = [g for g in gpus if g.uuid.startswith(entry)]
+    return hits[0] if len(hits) == 1 else None
+
+
+def visible_gpus(gpus: Sequence[Gpu], visible: str | None = _UNSET,
+                 order: str | None = _UNSET) -> tuple[Gpu, ...]:
+    """The GPUs CUDA numbers 0, 1, 2... in this process, honouring the CUDA environment.
+
+    ``visible`` is ``CUDA_VISIBLE_DEVICES`` (read from the environment when not given; None
+    means unset: every GPU) and ``order`` is ``CUDA_DEVICE_ORDER``. Entries are indices
+    (in ``order``), ``GPU-`` UUIDs or unique prefixes, or MIG ids (``MIG-<uuid>``, or the
+    older ``MIG-GPU-<uuid>/<gi>/<ci>``), which give the GPU the MIG device is a slice of.
+    As CUDA does, the list ends at the first entry that names no GPU (``-1`` hides all),
+    and an empty value hides every GPU. This is the one mapping from CUDA's numbering to
+    NVML's: the runner's meter, vLLM and TensorRT-LLM all ask it.
+
+    >>> gpus = [Gpu(0, "A", 8.0, uuid="GPU-aa", pci_bus_id="00000000:18:00.0"),
+    ...         Gpu(1, "A", 8.0, uuid="GPU-bb", pci_bus_id="00000000:3B:00.0")]
+    >>> [g.index for g in visible_gpus(gpus, None)], [g.index for g in visible_gpus(gpus, "1,0")]
+    ([0, 1], [1, 0])
+    >>> [g.index for g in visible_gpus(gpus, "GPU-b,-1,0")], visible_gpus(gpus, "")
+    ([1], ())
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is _UNSET else visible
+    ordered = cuda_order(gpus, order)
     if visible is None:
-        return gpus[0] if gpus else None
-    first = visible.split(",")[0].strip()
-    if not first or first.startswith("-"):
-        return None
-    for gpu in gpus:
-        if first == str(gpu.index) or (first.startswith("GPU-") and gpu.uuid.startswith(first)):
-            return gpu
-    return gpus[0] if gpus else None
+        return ordered
+    out: list[Gpu] = []
+    for raw in visible.split(","):
+        entry = raw.strip()
+        if entry.isdigit():
+            gpu = ordered[int(entry)] if int(entry) < len(ordered) else None
+        elif entry.startswith(("GPU-", "MIG-")):
+            gpu = _match_entry(entry, ordered)
+        else:
+            gpu = None
+        if gpu is None:
+            break
+        if gpu not in out:
+            out.append(gpu)
+    return tuple(out)
+
+
+def nvml_gpus_for_cuda(cuda_devices: Iterable[int], gpus: Sequence[Gpu] | None = None,
+                       visible: str | None = _UNSET, order: str | None = _UNSET) -> tuple[Gpu, ...]:
+    """The GPUs (NVML records, so ``g.index`` is the NVML index) of CUDA devices ``cuda_devices``.
+
+    ``gpus`` defaults to this machine's; ``visible`` and ``order`` as in
+    :func:`visible_gpus`. Repeated devices are given once, in the order first named.
+
+    Raises
+    ------
+    LlemError
+        For a CUDA device this process cannot see, saying what is visible.
+    """
+    gpus = get_machine().gpus if gpus is None else gpus
+    seen = visible_gpus(gpus, visible, order)
+    out: list[Gpu] = []
+    for d in dict.fromkeys(int(d) for d in cuda_devices):
+        if not 0 <= d < len(seen):
+            env = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is _UNSET else visible
+            raise LlemError(
+                f"CUDA device {d} is not one NVML can match: this process sees {len(seen)} GPU(s) "
+                f"(NVML lists {len(gpus)}; CUDA_VISIBLE_DEVICES={env!r}). Fix: name the GPUs in "
+                "CUDA_VISIBLE_DEVICES by index or GPU-/MIG- UUID, as nvidia-smi -L lists them.")
+        out.append(seen[d])
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -366,7 +478,7 @@ def where(target: str | float | None = None, machine: Machine | None = None) -> 
 
 
 __all__ = [
-    "NULL_MACHINE", "PACKAGES", "Cpu", "Gpu", "Machine", "Where", "cpu_model", "first_visible_gpu",
-    "get_machine",
-    "probe", "use_machine", "where",
+    "NULL_MACHINE", "PACKAGES", "Cpu", "Gpu", "Machine", "Where", "cpu_model", "cuda_order",
+    "cuda_order_is_certain", "get_machine", "gpu_record", "nvml_gpus_for_cuda", "probe", "use_machine",
+    "visible_gpus", "where",
 ]

@@ -20,6 +20,7 @@ LAYERS: dict[str, int] = {
     "llem.exporter_registry": 0,
     "llem.spec": 1,
     "llem.machine": 2, "llem.energy": 2, "llem.models": 2, "llem.prompts": 2, "llem.testing": 2,
+    "llem._fake_pynvml": 2,
     "llem.sections": 3, "llem._config_types": 3, "llem.config": 3, "llem.options": 3,
     "llem.backends": 3,
     "llem.results": 4,

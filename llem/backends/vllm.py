@@ -64,7 +64,7 @@ from llem.errors import (
     LlemError,
     missing_dependency,
 )
-from llem.machine import first_visible_gpu, get_machine
+from llem.machine import get_machine, visible_gpus
 
 __all__ = [
     "VLLMBackend",
@@ -324,7 +324,7 @@ def _require_gpu(backend: str) -> str:
     """
     machine = get_machine()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    gpu = first_visible_gpu(machine.gpus, visible)
+    gpu = next(iter(visible_gpus(machine.gpus, visible)), None)
     if gpu is None:
         why = (f"CUDA_VISIBLE_DEVICES={visible!r} hides them" if machine.gpus
                else machine.gpu_note or "NVML sees no GPU")

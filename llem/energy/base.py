@@ -21,7 +21,8 @@ A meter is a small object with four calls, made from one thread at a time:
 A meter may be started again after ``stop()`` (the window measures the idle baseline and
 then the run with the same meter). Optional extras: ``versions()`` (library and driver
 versions), ``describe()`` (one line of provenance), ``cache_key`` (what the meter
-measures, to key the baseline cache), ``notes`` (lines for the measurement's notes) and
+measures, to key the baseline cache), ``notes`` (lines for the measurement's notes),
+``counter_period_s`` (how often its energy counter updates, s, when known) and
 ``carbon()`` (a meter that knows a carbon figure, as codecarbon does).
 
 Third-party meters register in the ``llem.meters`` entry-point group; a class is
@@ -240,6 +241,12 @@ class CompositeMeter(Meter):
     def describe(self) -> str:
         """The parts' provenance lines joined with ``"; "``."""
         return "; ".join(m.describe() if hasattr(m, "describe") else type(m).__name__ for m in self.meters)
+
+    @property
+    def counter_period_s(self) -> float | None:
+        """The slowest energy-counter update period a part knows, s (None: none knows)."""
+        periods = [p for m in self.meters if (p := getattr(m, "counter_period_s", None)) is not None]
+        return max(periods) if periods else None
 
     def carbon(self) -> tuple[float, float, str] | None:
         """The first carbon figure a part knows, if any."""

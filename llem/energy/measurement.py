@@ -205,6 +205,11 @@ class Measurement:
         Why the window ended early, when it did.
     notes : tuple of str
         Anything the reader should know (sampler stopped early, skipped domains, ...).
+    counter_period_s : float or None
+        How often the slowest energy counter read updated, s, when known (NVML's counter
+        steps, as slowly as about 10 Hz on some GPUs): energy over a window or phase shorter
+        than a few periods is quantised. None when no counter was read or its period could
+        not be told.
     """
 
     duration_s: float
@@ -231,6 +236,7 @@ class Measurement:
     complete: bool = True
     error: str | None = None
     notes: tuple[str, ...] = ()
+    counter_period_s: float | None = None
 
     # ----------------------------------------------------------------- derived figures
     @property

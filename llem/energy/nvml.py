@@ -16,7 +16,16 @@ difference, method ``measured``. Where it is not supported the meter integrates
 GPUs the driver averages it over about a second, so short spikes are smoothed).
 
 NVML numbers GPUs in PCI order and ignores ``CUDA_VISIBLE_DEVICES``; ``devices`` here are
-NVML indices. :func:`nvml_index_for_cuda_device` translates a CUDA ordinal.
+NVML indices. :func:`llem.machine.nvml_gpus_for_cuda` translates CUDA ordinals (the runner
+meters exactly the GPUs the backend placed the model on).
+
+The counter does not move continuously: it updates every few to every hundred
+milliseconds (about 10 Hz on some GPUs), and on recent GPUs the power reading is a mean
+over about a second. The meter estimates the counter's update period from the readings it
+takes (:func:`counter_period`, ``Measurement.counter_period_s``), so a window or phase
+shorter than a few periods can be flagged. A counter that stops answering or goes
+backwards mid-run raises :class:`~llem.errors.MeterReadError` rather than report a wrong
+(negative) energy.
 
 **Not yet run on real hardware**: the development machines have no GPU; this module is
 tested against fake devices only.
@@ -24,15 +33,18 @@ tested against fake devices only.
 
 from __future__ import annotations
 
-import os
 import time
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from llem.energy.base import Meter, MeterUnavailableError, Probe, RawSample, package_version
 from llem.energy.measurement import DeviceReading
-from llem.errors import LlemError, missing_dependency
+from llem.errors import LlemError, MeterReadError, missing_dependency
 
 _MIB = 1024**2
+
+#: Counter reads kept per GPU and window to estimate the update period.
+_MAX_READS = 4096
 
 
 @runtime_checkable
@@ -50,11 +62,11 @@ class GpuDevice(Protocol):
     def total_energy_mj(self) -> int | None:
         """Energy counter in mJ since the driver loaded, or None if unsupported."""
 
-    def power_mw(self) -> float:
-        """Current power draw, mW."""
+    def power_mw(self) -> float | None:
+        """Current power draw, mW; None where the GPU gives no power reading."""
 
-    def memory_used_bytes(self) -> int:
-        """Memory in use, bytes."""
+    def memory_used_bytes(self) -> int | None:
+        """Memory in use, bytes; None where the GPU does not say."""
 
     def memory_total_bytes(self) -> int:
         """Memory on the device, bytes."""
@@ -88,45 +100,68 @@ class NvmlLibrary(Protocol):
 
 # ------------------------------------------------------------ the one pynvml layer
 class PynvmlDevice:
-    """A :class:`GpuDevice` backed by a pynvml handle."""
+    """A :class:`GpuDevice` backed by a pynvml handle.
+
+    A pynvml error becomes :class:`~llem.errors.MeterReadError` naming the GPU, the call and
+    the fix (:func:`nvml_error`); a reading the GPU does not give (``NotSupported``: no
+    energy counter before Volta, no power reading in some vGPU guests and MIG slices) is
+    None instead.
+    """
 
     def __init__(self, nv: Any, handle: Any, index: int) -> None:
         self._nv = nv
         self._h = handle
         self.index = index
 
+    def _read(self, call: str, *args: Any, optional: bool = False) -> Any:
+        """``nv.<call>(handle, *args)``; None for NotSupported when ``optional``."""
+        nv = self._nv
+        try:
+            return getattr(nv, call)(self._h, *args)
+        except getattr(nv, "NVMLError", Exception) as exc:
+            if optional and isinstance(exc, getattr(nv, "NVMLError_NotSupported", ())):
+                return None
+            raise nvml_error(exc, call, f"gpu:{self.index}") from None
+
     def name(self) -> str:
         """NvmlDeviceGetName."""
-        n = self._nv.nvmlDeviceGetName(self._h)
+        n = self._read("nvmlDeviceGetName")
         return n.decode() if isinstance(n, bytes) else str(n)
 
     def uuid(self) -> str:
         """NvmlDeviceGetUUID."""
-        u = self._nv.nvmlDeviceGetUUID(self._h)
+        u = self._read("nvmlDeviceGetUUID")
         return u.decode() if isinstance(u, bytes) else str(u)
+
+    def pci_bus_id(self) -> str:
+        """nvmlDeviceGetPciInfo().busId (``"00000000:3B:00.0"``); "" where not given."""
+        info = self._read("nvmlDeviceGetPciInfo", optional=True)
+        bus = getattr(info, "busId", "") if info is not None else ""
+        return bus.decode() if isinstance(bus, bytes) else str(bus)
 
     def total_energy_mj(self) -> int | None:
         """NvmlDeviceGetTotalEnergyConsumption (mJ); None where not supported."""
-        try:
-            return int(self._nv.nvmlDeviceGetTotalEnergyConsumption(self._h))
-        except self._nv.NVMLError_NotSupported:
-            return None
+        mj = self._read("nvmlDeviceGetTotalEnergyConsumption", optional=True)
+        return None if mj is None else int(mj)
 
-    def power_mw(self) -> float:
-        """NvmlDeviceGetPowerUsage (mW)."""
-        return float(self._nv.nvmlDeviceGetPowerUsage(self._h))
+    def power_mw(self) -> float | None:
+        """NvmlDeviceGetPowerUsage (mW); None where the GPU gives no power reading."""
+        mw = self._read("nvmlDeviceGetPowerUsage", optional=True)
+        return None if mw is None else float(mw)
 
-    def memory_used_bytes(self) -> int:
-        """nvmlDeviceGetMemoryInfo().used."""
-        return int(self._nv.nvmlDeviceGetMemoryInfo(self._h).used)
+    def memory_used_bytes(self) -> int | None:
+        """nvmlDeviceGetMemoryInfo().used; None where not supported."""
+        info = self._read("nvmlDeviceGetMemoryInfo", optional=True)
+        return None if info is None else int(info.used)
 
     def memory_total_bytes(self) -> int:
-        """nvmlDeviceGetMemoryInfo().total."""
-        return int(self._nv.nvmlDeviceGetMemoryInfo(self._h).total)
+        """nvmlDeviceGetMemoryInfo().total (0 where not supported)."""
+        info = self._read("nvmlDeviceGetMemoryInfo", optional=True)
+        return 0 if info is None else int(info.total)
 
     def compute_capability(self) -> tuple[int, int]:
         """NvmlDeviceGetCudaComputeCapability."""
-        major, minor = self._nv.nvmlDeviceGetCudaComputeCapability(self._h)
+        major, minor = self._read("nvmlDeviceGetCudaComputeCapability")
         return int(major), int(minor)
 
     def mig_enabled(self) -> bool:
@@ -136,6 +171,41 @@ class PynvmlDevice:
         except self._nv.NVMLError:
             return False
         return bool(current)
+
+    def mig_uuids(self) -> tuple[str, ...]:
+        """The ``MIG-...`` UUIDs of this GPU's MIG devices (empty when MIG is off)."""
+        if not self.mig_enabled():
+            return ()
+        nv, out = self._nv, []
+        try:
+            slots = int(nv.nvmlDeviceGetMaxMigDeviceCount(self._h))
+        except nv.NVMLError:
+            return ()
+        for i in range(slots):
+            try:
+                u = nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetMigDeviceHandleByIndex(self._h, i))
+            except nv.NVMLError:  # an empty slot is NotFound
+                continue
+            out.append(u.decode() if isinstance(u, bytes) else str(u))
+        return tuple(out)
+
+
+def nvml_error(exc: BaseException, call: str, gpu: str) -> MeterReadError:
+    """The llem error for a pynvml error ``exc`` raised by ``call`` on ``gpu``, with the fix."""
+    kind = type(exc).__name__.removeprefix("NVMLError_")
+    fixes = {
+        "GpuIsLost": "the GPU fell off the bus. Check nvidia-smi and the kernel log (dmesg, Xid "
+                     "errors); the GPU needs a reset (nvidia-smi -r) or a reboot",
+        "NoPermission": "this user may not read it. Run as a user with access to /dev/nvidia*, "
+                        "or use experiment.meter='estimate'",
+        "NotSupported": "this GPU gives no such reading (some vGPU guests and MIG slices do not). "
+                        "Run on the bare-metal GPU, or use experiment.meter='estimate'",
+        "Uninitialized": "NVML was shut down while llem read it (something called nvmlShutdown "
+                         "once too often). Run again; report it if it repeats",
+    }
+    fix = fixes.get(kind, "Run again; if it repeats, check the GPU with nvidia-smi -q, or use "
+                          "experiment.meter='estimate'")
+    return MeterReadError(f"NVML could not read {gpu}: {call} failed ({exc}). Fix: {fix}.")
 
 
 class PynvmlLibrary:
@@ -172,12 +242,19 @@ class PynvmlLibrary:
 
     def device_count(self) -> int:
         """NvmlDeviceGetCount."""
-        return int(self._nv().nvmlDeviceGetCount())
+        nv = self._nv()
+        try:
+            return int(nv.nvmlDeviceGetCount())
+        except nv.NVMLError as exc:
+            raise nvml_error(exc, "nvmlDeviceGetCount", "the GPUs") from None
 
     def device(self, index: int) -> GpuDevice:
         """NvmlDeviceGetHandleByIndex."""
         nv = self._nv()
-        return PynvmlDevice(nv, nv.nvmlDeviceGetHandleByIndex(index), index)
+        try:
+            return PynvmlDevice(nv, nv.nvmlDeviceGetHandleByIndex(index), index)
+        except nv.NVMLError as exc:
+            raise nvml_error(exc, "nvmlDeviceGetHandleByIndex", f"gpu:{index}") from None
 
     def driver_version(self) -> str:
         """NvmlSystemGetDriverVersion."""
@@ -213,40 +290,27 @@ def gpu_indices(devices: Any) -> list[int] | None:
     return out
 
 
-def nvml_index_for_cuda_device(cuda_index: int, library: NvmlLibrary | None = None) -> int:
-    """The NVML index of CUDA device ``cuda_index``, honouring ``CUDA_VISIBLE_DEVICES``.
+def counter_period(times_s: Sequence[float], counter_mj: Sequence[float]) -> float | None:
+    """How often an energy counter updates, s, from reads of it at ``times_s``; None if unknown.
 
-    Handles the common forms (integers, ``GPU-`` UUIDs or their prefixes). With no
-    ``CUDA_VISIBLE_DEVICES`` the two numberings are taken to agree (both PCI order when
-    ``CUDA_DEVICE_ORDER=PCI_BUS_ID``; CUDA's default "fastest first" can differ on
-    mixed-GPU machines).
+    The period is the mean time between the reads that saw a new value. It is known only
+    when some reads saw none (the counter is slower than the reads) and there were at least
+    three changes; when every read saw a new value the counter updates at least as often as
+    it was read, and None is returned.
+
+    >>> counter_period([0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3], [0, 0, 10, 10, 20, 20, 30])
+    0.1
     """
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if not visible:
-        return cuda_index
-    entries = [e.strip() for e in visible.split(",") if e.strip()]
-    if cuda_index >= len(entries):
-        raise LlemError(
-            f"CUDA device {cuda_index} does not exist: CUDA_VISIBLE_DEVICES={visible!r} "
-            f"makes {len(entries)} device(s) visible."
-        )
-    e = entries[cuda_index]
-    if e.isdigit():
-        return int(e)
-    lib = library or _default_library()
-    lib.init()
-    try:
-        for i in range(lib.device_count()):
-            if lib.device(i).uuid().startswith(e):
-                return i
-    finally:
-        lib.shutdown()
-    raise LlemError(f"CUDA_VISIBLE_DEVICES entry {e!r} matches no GPU NVML sees.")
+    changes = [t for t, v, v0 in zip(times_s[1:], counter_mj[1:], counter_mj) if v != v0]
+    if len(changes) < 3 or len(changes) == len(times_s) - 1:
+        return None
+    return round((changes[-1] - changes[0]) / (len(changes) - 1), 6)
 
 
 # -------------------------------------------------------------------------- meter
 class _Gpu:
-    __slots__ = ("dev", "device", "counter0", "counted", "e_j", "p_prev", "peak_mib", "n", "name", "cc")
+    __slots__ = ("dev", "device", "counter0", "counted", "e_j", "p_prev", "peak_mib", "n", "name", "cc",
+                 "powered", "reads_t", "reads_mj")
 
     def __init__(self, dev: GpuDevice) -> None:
         self.dev = dev
@@ -255,10 +319,23 @@ class _Gpu:
         self.cc = dev.compute_capability()
         self.counter0 = dev.total_energy_mj()
         self.counted = self.counter0 is not None
+        self.powered = True  # whether the GPU gives power readings
         self.e_j = 0.0
         self.p_prev: float | None = None
-        self.peak_mib = 0.0
+        self.peak_mib: float | None = None
         self.n = 0
+        self.reads_t: list[float] = []
+        self.reads_mj: list[int] = []
+
+    @property
+    def words(self) -> str:
+        return f"{self.device} ({self.name})"
+
+
+def _unmeterable(gpu: str) -> str:
+    return (f"{gpu} gives neither an energy counter nor a power reading through NVML (some vGPU "
+            "guests and MIG set-ups do not); its energy cannot be read. Fix: run on the bare-metal "
+            "GPU, or use experiment.meter='estimate'")
 
 
 class NvmlMeter(Meter):
@@ -290,8 +367,15 @@ class NvmlMeter(Meter):
         """Which GPUs."""
         return f"nvml/{self.indices}"
 
+    @property
+    def counter_period_s(self) -> float | None:
+        """The slowest energy-counter update period seen in the last window, s (None: not known)."""
+        periods = [p for g in self._gpus if g.counted
+                   if (p := counter_period(g.reads_t, g.reads_mj)) is not None]
+        return max(periods) if periods else None
+
     def probe(self) -> Probe:
-        """Start NVML, list the GPUs and whether each has the energy counter."""
+        """Start NVML, list the GPUs and check each gives an energy counter or power, and memory."""
         try:
             self.library.init()
         except (MeterUnavailableError, LlemError, ImportError) as exc:
@@ -307,12 +391,16 @@ class NvmlMeter(Meter):
             for i in wanted:
                 dev = self.library.device(i)
                 counted = dev.total_energy_mj() is not None
+                powered = dev.power_mw() is not None
+                if not counted and not powered:
+                    return Probe("nvml", False, _unmeterable(f"gpu:{i} {dev.name()}") + ".", (), "measured")
                 major, minor = dev.compute_capability()
-                parts.append(
-                    f"gpu:{i} {dev.name()} (cc {major}.{minor}, "
-                    + ("energy counter" if counted else "no energy counter: power sampled")
-                    + ")"
-                )
+                what = ["energy counter" if counted else "no energy counter: power sampled"]
+                if not powered:
+                    what.append("no power reading: power from the counter")
+                if dev.memory_used_bytes() is None:
+                    what.append("no memory reading")
+                parts.append(f"gpu:{i} {dev.name()} (cc {major}.{minor}, " + ", ".join(what) + ")")
                 devices.append(f"gpu:{i}")
                 methods.add("measured" if counted else "sampled")
             method = "sampled" if "sampled" in methods else "measured"
@@ -335,7 +423,7 @@ class NvmlMeter(Meter):
         if bad:
             raise LlemError(
                 f"GPU index {bad[0]} does not exist: NVML sees {n} GPU(s), indices 0..{n - 1}. "
-                "(NVML indices ignore CUDA_VISIBLE_DEVICES; see nvml_index_for_cuda_device.)"
+                "(NVML indices ignore CUDA_VISIBLE_DEVICES; see llem.machine.nvml_gpus_for_cuda.)"
             )
         return list(dict.fromkeys(self.indices))
 
@@ -361,19 +449,53 @@ class NvmlMeter(Meter):
         return out
 
     def start(self) -> None:
-        """Start NVML and take each GPU's starting counter."""
+        """Start NVML and take each GPU's starting counter.
+
+        Raises
+        ------
+        MeterUnavailableError
+            No GPU, or a GPU that gives neither an energy counter nor a power reading.
+        MeterReadError
+            NVML failed while reading a GPU (the message names it and the fix).
+        """
         self.library.init()
         try:
             self._driver = self.library.driver_version()
             self._gpus = [_Gpu(self.library.device(i)) for i in self._wanted(self.library.device_count())]
             if not self._gpus:
-                raise MeterUnavailableError("NVML sees no GPU.")
+                raise MeterUnavailableError(
+                    "NVML sees no GPU to read" + (" (no GPU was asked for)." if self.indices == [] else "."))
+            t = self._clock()
             for g in self._gpus:  # the first interval integrates from here
-                g.p_prev = g.dev.power_mw() / 1000.0
+                mw = g.dev.power_mw()
+                g.powered = mw is not None
+                if not g.counted and not g.powered:
+                    raise MeterUnavailableError(_unmeterable(g.words) + ".")
+                g.p_prev = None if mw is None else mw / 1000.0
+                if g.counted:
+                    g.reads_t.append(t)
+                    g.reads_mj.append(int(g.counter0 or 0))
         except BaseException:
             self.library.shutdown()
             raise
-        self._t_prev = self._clock()
+        self._t_prev = t
+
+    def _energy_now(self, g: _Gpu, now: float) -> None:
+        """Update ``g.e_j`` from the counter; raise MeterReadError rather than go wrong."""
+        mj = g.dev.total_energy_mj()
+        if mj is None or mj < (g.counter0 or 0):
+            what = ("stopped answering (nvmlDeviceGetTotalEnergyConsumption: Not Supported)" if mj is None
+                    else f"went backwards, from {g.counter0} to {mj} mJ (the driver was reloaded or "
+                         "the GPU reset)")
+            raise MeterReadError(
+                f"The energy counter of {g.words} {what} after {g.n} reading(s), mid-measurement: "
+                "this window's GPU energy cannot be known, so llem stops instead of reporting a "
+                "wrong figure. Fix: run again; if it repeats, check the GPU with nvidia-smi -q -d "
+                "POWER, or use experiment.meter='estimate'.")
+        g.e_j = (mj - (g.counter0 or 0)) / 1000.0
+        if len(g.reads_mj) < _MAX_READS:  # enough to tell the period; bounded for long runs
+            g.reads_t.append(now)
+            g.reads_mj.append(mj)
 
     def sample(self) -> list[RawSample]:
         """Power, cumulative energy and memory of each GPU."""
@@ -383,15 +505,24 @@ class NvmlMeter(Meter):
         out: list[RawSample] = []
         for g in self._gpus:
             dev = g.dev
-            p = dev.power_mw() / 1000.0
+            mw = dev.power_mw() if g.powered else None
+            p = None if mw is None else mw / 1000.0
             if g.counted:
-                mj = dev.total_energy_mj()
-                g.e_j = ((mj or 0) - (g.counter0 or 0)) / 1000.0
+                e_before = g.e_j
+                self._energy_now(g, now)
+                if p is None and dt > 0:  # no power reading: the counter's mean over the interval
+                    p = (g.e_j - e_before) / dt
+            elif p is None:
+                raise MeterReadError(
+                    f"The power reading of {g.words} stopped answering mid-measurement "
+                    "(nvmlDeviceGetPowerUsage) and it has no energy counter: this window's GPU "
+                    "energy cannot be known. Fix: run again, or use experiment.meter='estimate'.")
             elif g.p_prev is not None:
                 g.e_j += 0.5 * (g.p_prev + p) * dt
             g.p_prev = p
-            mib = dev.memory_used_bytes() / _MIB
-            if mib > g.peak_mib:
+            used = dev.memory_used_bytes()
+            mib = None if used is None else used / _MIB
+            if mib is not None and (g.peak_mib is None or mib > g.peak_mib):
                 g.peak_mib = mib
             g.n += 1
             out.append((g.device, p, g.e_j, mib))
@@ -402,6 +533,7 @@ class NvmlMeter(Meter):
         self.library.shutdown()
         out = []
         for g in self._gpus:
+            period = counter_period(g.reads_t, g.reads_mj) if g.counted else None
             out.append(
                 DeviceReading(
                     g.device,
@@ -414,6 +546,8 @@ class NvmlMeter(Meter):
                         "compute_capability": float(f"{g.cc[0]}.{g.cc[1]}"),
                         "energy_counter": g.counted,
                         "counter_start_mj": g.counter0,
+                        "counter_period_s": period,
+                        "power_reading": g.powered,
                         "samples": g.n,
                         "driver": self._driver,
                     },

@@ -28,7 +28,7 @@ from llem.energy import baseline as _baseline
 from llem.energy.measurement import DeviceReading, Measurement, PhaseMark, Sample, weakest_method
 from llem.energy.registry import create_meter
 from llem.energy.sampler import MIN_INTERVAL_S, Row, Sampler
-from llem.errors import LlemError
+from llem.errors import LlemError, MeterReadError
 
 #: Default sampling interval, s (Zeus and codecarbon-style monitors poll at 100 ms-1 s;
 #: 100 ms resolves prefill/decode phases of a typical request).
@@ -200,10 +200,16 @@ class MeasurementWindow:
                 notes.append("the sampler thread did not stop within 5 s (left as a daemon thread)")
             if sampler.error is not None:
                 notes.append(f"sampling stopped early at t={sampler.error_t_s:.3f} s: {sampler.error!r}")
-            try:
-                t_end = sampler.tick()
-            except Exception as exc:
-                notes.append(f"last reading failed: {exc!r}")
+                if isinstance(sampler.error, MeterReadError):  # a wrong figure: raise, after closing
+                    pending = pending or sampler.error
+            if not isinstance(pending, MeterReadError):
+                try:
+                    t_end = sampler.tick()
+                except MeterReadError as exc:
+                    notes.append(f"last reading failed: {exc}")
+                    pending = pending or exc
+                except Exception as exc:
+                    notes.append(f"last reading failed: {exc!r}")
         except BaseException as exc:  # an interrupt while closing: finish closing first
             pending = pending or exc
         try:
@@ -218,7 +224,8 @@ class MeasurementWindow:
             self._state = "ended"
         if pending is not None:
             complete = False
-            error = error or type(pending).__name__
+            error = error or (f"{type(pending).__name__}: {pending}" if isinstance(pending, MeterReadError)
+                              else type(pending).__name__)
         self._measurement = self._build(sampler.rows, readings, t_end, complete, error, notes)
         if pending is not None:
             raise pending
@@ -237,6 +244,8 @@ class MeasurementWindow:
             except KeyboardInterrupt:
                 if not issubclass(exc_type, KeyboardInterrupt):
                     raise
+            except MeterReadError:  # the block's own exception goes on; the notes keep this one
+                pass
         return False
 
     # -------------------------------------------------------------------- state
@@ -352,6 +361,7 @@ class MeasurementWindow:
             complete=complete,
             error=error,
             notes=tuple(notes),
+            counter_period_s=_counter_period(meter),
         )
 
 
@@ -381,6 +391,14 @@ def _timeline(rows: list[Row], readings: tuple[DeviceReading, ...], duration_s: 
             out.append(Sample(duration_s, r.device, p, r.energy_j, None))
     out.sort(key=lambda s: s.t_s)
     return tuple(out)
+
+
+def _counter_period(meter: Any) -> float | None:
+    try:
+        p = getattr(meter, "counter_period_s", None)
+    except Exception:  # noqa: BLE001 - a plugin's property must not lose the measurement
+        return None
+    return float(p) if isinstance(p, (int, float)) and not isinstance(p, bool) and p > 0 else None
 
 
 def _check_number(name: str, value: Any, minimum: float) -> None:

@@ -21,7 +21,7 @@ import pytest
 from llem.backends import vllm as vb
 from llem.config import ExperimentConfig
 from llem.errors import BackendUnavailableError, ConfigError, LlemError, MissingDependencyError
-from llem.machine import Gpu, Machine, use_machine
+from llem.machine import Gpu, Machine, use_machine, visible_gpus
 
 DECODER_FIELDS = (
     "temperature do_sample top_k top_p min_p typical_p repetition_penalty presence_penalty "
@@ -534,14 +534,24 @@ def test_no_cuda_gpu_is_refused_with_the_reason(fake_vllm, monkeypatch):
     assert not FakeLLM.instances  # refused before an engine was built
 
 
-def test_the_gpu_named_is_the_first_one_cuda_sees():
-    gpus = [Gpu(0, "A", 8.0, uuid="GPU-aa11"), Gpu(1, "B", 9.0, uuid="GPU-bb22")]
-    assert vb.first_visible_gpu(gpus, None).name == "A"
-    assert vb.first_visible_gpu(gpus, "1,0").name == "B"
-    assert vb.first_visible_gpu(gpus, "GPU-bb").name == "B"
-    assert vb.first_visible_gpu(gpus, "MIG-xyz").name == "A"  # NVML cannot match it: the first
-    assert vb.first_visible_gpu(gpus, "") is None and vb.first_visible_gpu(gpus, "-1") is None
-    assert vb.first_visible_gpu([], None) is None
+@pytest.mark.gpu_path
+def test_the_gpu_named_is_the_first_one_cuda_sees(monkeypatch):
+    gpus = [Gpu(0, "A", 8.0, uuid="GPU-aa11", mig=True, mig_uuids=("MIG-a1",)),
+            Gpu(1, "B", 9.0, uuid="GPU-bb22")]
+
+    def first(visible):
+        return next(iter(visible_gpus(gpus, visible)), None)
+
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    assert first(None).name == "A"
+    assert first("1,0").name == "B"
+    assert first("GPU-bb").name == "B"
+    assert first("MIG-a1").name == "A"  # a MIG device is a slice of its GPU
+    assert first("MIG-xyz") is None  # CUDA stops at an entry that names no device
+    assert first("") is None and first("-1") is None
+    assert visible_gpus([], None) == ()
+    monkeypatch.delenv("CUDA_DEVICE_ORDER")  # CUDA's default: the fastest GPU is device 0
+    assert first(None).name == "B"
 
 
 def test_run_skips_sampling_fields_under_greedy_by_the_table(fake_vllm, engine_run):

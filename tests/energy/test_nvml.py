@@ -13,7 +13,6 @@ from llem.energy.nvml import (
     PynvmlDevice,
     PynvmlLibrary,
     gpu_indices,
-    nvml_index_for_cuda_device,
 )
 from llem.errors import LlemError
 from llem.testing import FakeGpu, FakeNvmlLibrary
@@ -155,13 +154,16 @@ def test_pynvml_device_maps_not_supported_to_none():
     assert d.total_energy_mj() == 987_654
 
 
-def test_cuda_visible_devices_translation(monkeypatch, clock):
+def test_cuda_visible_devices_translation(monkeypatch):
+    # the one mapping from CUDA ordinals to NVML records lives in llem.machine
+    from llem.machine import Gpu, nvml_gpus_for_cuda
+
+    gpus = [Gpu(i, "H100", 9.0, uuid=u) for i, u in enumerate(("GPU-aaaa", "GPU-bbbb", "GPU-cccc", "GPU-dddd"))]
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert nvml_index_for_cuda_device(1) == 1
+    assert [g.index for g in nvml_gpus_for_cuda([1], gpus)] == [1]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
-    assert nvml_index_for_cuda_device(0) == 3 and nvml_index_for_cuda_device(1) == 1
-    with pytest.raises(LlemError, match="makes 2 device"):
-        nvml_index_for_cuda_device(2)
-    lib = lib_with(FakeGpu(0, uuid="GPU-aaaa", clock=clock), FakeGpu(1, uuid="GPU-bbbb", clock=clock))
+    assert [g.index for g in nvml_gpus_for_cuda([0, 1], gpus)] == [3, 1]
+    with pytest.raises(LlemError, match="sees 2 GPU"):
+        nvml_gpus_for_cuda([2], gpus)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-bb")
-    assert nvml_index_for_cuda_device(0, lib) == 1
+    assert [g.index for g in nvml_gpus_for_cuda([0], gpus)] == [1]
