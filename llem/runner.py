@@ -43,13 +43,23 @@ from typing import Any
 from llem import plugins, spec
 from llem._version import __version__
 from llem.config import ExperimentConfig
+from llem.energy.memory import PeakMemory, reader_for
 from llem.energy.window import measure
-from llem.errors import ConfigError, RunInterrupted, unknown_name
-from llem.machine import Machine, get_machine
+from llem.errors import ConfigError, LlemError, RunInterrupted, unknown_name
+from llem.machine import (
+    Gpu,
+    Machine,
+    cuda_order_is_certain,
+    get_machine,
+    gpu_record,
+    nvml_gpus_for_cuda,
+    visible_gpus,
+)
 from llem.models import check_hub_access
 from llem.prompts import Prompt, load_prompts, synthetic_prompts
 from llem.results import RequestRecord, Result, RunMeasurement, now_iso, plain
 from llem.spec.model import BACKENDS
+from llem.spec.tiers import tier_for
 
 #: Batching strategies the runner knows (the choices of ``pytorch.batching_strategy``).
 STRATEGIES: tuple[str, ...] = tuple(spec.param("pytorch.batching_strategy").choices or ())
@@ -140,67 +150,21 @@ def make_batches(
     return batches
 
 
-# --------------------------------------------------------------------- memory
-class _MemorySampler:
-    """Peak memory during a run: the CUDA allocator's peak on a GPU, else sampled RSS."""
-
-    def __init__(self, device: str, interval_s: float) -> None:
-        self.cuda = device.startswith("cuda")
-        self.interval_s = max(0.005, float(interval_s))
-        self.peak_bytes = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.source = "cuda allocator peak" if self.cuda else "process RSS peak, sampled"
-
-    def _read(self) -> None:
-        try:
-            import psutil
-
-            rss = psutil.Process().memory_info().rss
-            self.peak_bytes = max(self.peak_bytes, rss)
-        except Exception:  # noqa: BLE001
-            pass
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._read()
-
-    def start(self) -> None:
-        if self.cuda:
-            import torch
-
-            torch.cuda.reset_peak_memory_stats()
-            return
-        self._read()
-        self._thread = threading.Thread(target=self._loop, name="llem-memory", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> float | None:
-        """Stop sampling; return the peak in MiB."""
-        if self.cuda:
-            import torch
-
-            return torch.cuda.max_memory_allocated() / 2**20
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._read()
-        return self.peak_bytes / 2**20 if self.peak_bytes else None
-
-
 # --------------------------------------------------------------- environment
 def environment(info: Any, backend: Any, meas: Any = None, config_hash: str = "",
-                machine: Machine | None = None) -> dict[str, Any]:
+                machine: Machine | None = None, metered: Sequence[Gpu] | None = None) -> dict[str, Any]:
     """Versions, hardware, tier and meter of this run, as a JSON-safe dict.
 
     The hardware comes from :func:`llem.machine.get_machine` (NVML; CUDA is not touched).
+    ``metered`` are the GPUs the model was placed on and the meter read
+    (``metered_gpus``; the tier and ``gpu`` are theirs); None: not known.
     """
     import platform
     import sys
 
     m = machine or get_machine()
     device = str(getattr(info, "device", None) or "cpu")
-    on_gpu = device.startswith("cuda") and bool(m.gpus)
+    on_gpu = (bool(metered) if metered is not None else device.startswith("cuda")) and bool(m.gpus)
     env: dict[str, Any] = {
         "llem": __version__,
         "python": platform.python_version(),
@@ -212,10 +176,13 @@ def environment(info: Any, backend: Any, meas: Any = None, config_hash: str = ""
         "config_hash": config_hash,
     }
     env.update({f"{k}_version": v for k, v in (getattr(info, "versions", {}) or {}).items()})
+    if metered is not None:
+        env["metered_gpus"] = [gpu_record(g) for g in metered]
+    cc = m.cc_of([g.index for g in metered]) if metered else m.cc
     if m.gpus:
-        env["gpu"] = m.gpus[0].name
+        env["gpu"] = metered[0].name if metered else m.gpus[0].name
         env["gpu_count"] = m.gpu_count
-        env["compute_capability"] = f"{m.cc:.1f}"
+        env["compute_capability"] = f"{cc:.1f}"
         env["driver"] = m.driver
         torch = sys.modules.get("torch")
         cuda = getattr(getattr(torch, "version", None), "cuda", None)
@@ -223,7 +190,7 @@ def environment(info: Any, backend: Any, meas: Any = None, config_hash: str = ""
             env["cuda"] = cuda
     else:
         env["gpu"] = None
-    env["tier"] = m.tier.name if on_gpu else "cpu"
+    env["tier"] = tier_for(cc).name if on_gpu else "cpu"
     env["machine"] = m.to_dict()
     if meas is not None:
         env["meter"] = getattr(meas, "meter", "") or ""
@@ -395,7 +362,8 @@ def _run_batches(backend: Any, plan: _Plan, state: _RunState, mark: Callable[[st
 
 
 def _run_measurement(index: int, state: _RunState, meas: Any, peak_mib: float | None,
-                     mem_source: str, n_params: int | None, complete: bool) -> RunMeasurement:
+                     mem_source: str, n_params: int | None, complete: bool,
+                     run_peak_mib: float | None = None) -> RunMeasurement:
     outs = [o for _, o in state.batches]
     records = sorted(state.records, key=lambda r: (r.batch, r.batch_start_s))
     duration = ((state.t_end or 0.0) - (state.t_start or 0.0)) if state.t_start else 0.0
@@ -435,18 +403,42 @@ def _run_measurement(index: int, state: _RunState, meas: Any, peak_mib: float | 
         peak_memory_mib=peak_mib, memory_source=mem_source,
         flops_estimate=2.0 * n_params * (in_tokens + out_tokens) if n_params else None,
         start_s=start_s, requests=tuple(records), measurement=meas, complete=complete,
+        run_peak_memory_mib=run_peak_mib,
     )
 
 
-def _window(cfg: ExperimentConfig, baseline: bool = True) -> Any:
-    """An energy window for ``cfg`` (with its idle baseline unless ``baseline`` is False)."""
+def _window(cfg: ExperimentConfig, baseline: bool = True, devices: Sequence[int] | None = None) -> Any:
+    """An energy window for ``cfg`` over GPUs ``devices`` (NVML indices; None: all).
+
+    With the idle baseline unless ``baseline`` is False.
+    """
     return measure(
         meter=cfg.meter,
         interval_s=cfg.sampling_interval_s,
         baseline_s=cfg.baseline.seconds if baseline else 0.0,
         baseline_cache_ttl_s=cfg.baseline.cache_ttl_s,
         grid_intensity_g_per_kwh=cfg.grid_intensity_g_per_kwh,
+        devices=None if devices is None else list(devices),
     )
+
+
+def _metered_gpus(info: Any, machine: Machine, notes: list[str]) -> tuple[Gpu, ...]:
+    """The GPUs the backend placed the model on (``LoadInfo.cuda_devices``, as NVML records)."""
+    cuda = tuple(getattr(info, "cuda_devices", ()) or ())
+    if not cuda and str(getattr(info, "device", "")).startswith("cuda"):
+        cuda = (0,)  # a backend that says only "cuda" runs on CUDA's device 0
+    if not cuda:
+        return ()
+    try:
+        gpus = nvml_gpus_for_cuda(cuda, machine.gpus)
+    except LlemError as exc:
+        notes.append(f"No GPU energy was read: the model's GPUs could not be matched ({exc})")
+        return ()
+    if len(gpus) < len(visible_gpus(machine.gpus)) and not cuda_order_is_certain(machine.gpus):
+        notes.append("The GPUs differ and CUDA_DEVICE_ORDER is not PCI_BUS_ID: which GPU CUDA "
+                     "numbers first is llem's guess (fastest first). Set CUDA_DEVICE_ORDER=PCI_BUS_ID "
+                     "to be sure the metered GPUs are the model's.")
+    return gpus
 
 
 class _SampleForwarder:
@@ -544,6 +536,7 @@ def run(
     warm: dict[str, Any] = {}
     thermal = None
     info = None
+    metered: tuple[Gpu, ...] | None = None  # the GPUs the model is on, once loaded
     owns_backend = backend is None  # a backend passed in is the caller's to release
     if cfg.backend in BACKENDS:  # llem's engines load hub ids: fail in seconds when offline
         check_hub_access(cfg.model, cfg.lora_adapter)
@@ -568,7 +561,7 @@ def run(
 
     def result(complete: bool) -> Result:
         meas0 = runs[0].measurement if runs else None
-        env = environment(info, backend, meas0, cfg_hash, machine)
+        env = environment(info, backend, meas0, cfg_hash, machine, metered)
         env["facts"] = plain(facts)
         return Result(
             model=cfg.model, backend=cfg.backend, runs=tuple(runs), config=cfg_dict,
@@ -586,6 +579,8 @@ def run(
         effective.update(info.effective)
         backend_skips.update(info.skipped)
         notes.extend(info.notes)
+        metered = _metered_gpus(info, machine, notes)  # meter exactly the model's GPUs
+        gpu_ids = [g.index for g in metered]
         # skip rules on what the load found (a failed compile, a checkpoint's quantization)
         facts.update(getattr(info, "facts", {}) or {})
         table_skips.update(cfg.skipped(facts))
@@ -607,7 +602,7 @@ def run(
         floor = float(method.get("warmup.thermal_floor_s") or 0.0)
         if floor > 0:
             stage = "thermal"
-            thermal = _thermal_wait(cfg, floor, notes, report)
+            thermal = _thermal_wait(cfg, floor, notes, report, gpu_ids)
 
         repeats = cfg.repeats
         total = repeats * len(plan.batches)
@@ -615,8 +610,10 @@ def run(
             stage = f"run {r + 1}/{repeats}"
             state = _RunState(r)
             interval = cfg.sampling_interval_s
-            mem = _MemorySampler(info.device, interval)
-            win = _window(cfg)
+            cuda = tuple(getattr(info, "cuda_devices", ()) or ())
+            mem = PeakMemory(reader_for(cfg.backend, cuda), cuda_devices=cuda, nvml_indices=gpu_ids,
+                             interval_s=interval)
+            win = _window(cfg, devices=gpu_ids)
             win_holder.clear()
             live = None
             mem.start()
@@ -633,13 +630,13 @@ def run(
 
                     _run_batches(backend, plan, state, m.mark, batch_done)
             finally:
-                peak = mem.stop()
+                peak, own_peak = mem.stop()
                 if live is not None:
                     live.stop()
                     if live.error is not None and not any("on_sample" in n for n in notes):
                         notes.append(f"Live samples stopped: on_sample raised {live.error!r}.")
             runs.append(_run_measurement(r, state, m.measurement, peak, mem.source,
-                                         info.num_parameters, True))
+                                         info.num_parameters, True, own_peak))
             state = None
             if r == 0:
                 _check_baseline(m.measurement, cfg.baseline.max_spread, notes)
@@ -777,9 +774,10 @@ def _warmup(backend: Any, plan: _Plan, method: dict[str, Any],
             "pass": "first batch, full length"}
 
 
-def _thermal_wait(cfg: ExperimentConfig, seconds: float, notes: list[str], report: ProgressCallback) -> Any:
+def _thermal_wait(cfg: ExperimentConfig, seconds: float, notes: list[str], report: ProgressCallback,
+                  devices: Sequence[int] | None = None) -> Any:
     # the wait's own window needs no idle baseline: measuring one would use up the wait
-    win = _window(cfg, baseline=False)
+    win = _window(cfg, baseline=False, devices=devices)
     with win as m:
         t0 = time.perf_counter()
         m.mark("thermal")

@@ -13,7 +13,7 @@ calls ``reconfigure`` instead of loading again; a backend without the method, or
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -93,7 +93,10 @@ class LoadInfo:
     ``max_batch_size`` is set when the engine cannot take larger batches in this setting
     (transformers' assisted generation runs one prompt at a time); ``notes`` are short
     sentences about choices made on the user's behalf; ``model_path`` is the local folder
-    the weights came from, when local.
+    the weights came from, when local. ``cuda_devices`` are the CUDA ordinals (as this
+    process numbers them, after ``CUDA_VISIBLE_DEVICES``) the model was placed on, empty on
+    the CPU: the runner meters exactly those GPUs (:func:`cuda_ordinals` reads them from a
+    device map; an engine with tensor/pipeline parallelism uses devices ``0..tp*pp-1``).
     """
 
     model_id: str
@@ -108,6 +111,49 @@ class LoadInfo:
     notes: tuple[str, ...] = ()
     model_path: str | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+    cuda_devices: tuple[int, ...] = ()
+
+
+def cuda_ordinals(devices: Iterable[Any]) -> tuple[int, ...]:
+    """The CUDA ordinals among ``devices``, sorted, each once.
+
+    Each item is what a device map or a tensor holds: an int (a CUDA ordinal, as
+    transformers' ``hf_device_map`` gives), ``"cuda"``/``"cuda:N"``, or a ``torch.device``;
+    ``"cpu"``, ``"disk"``, ``"meta"`` and ``"mps"`` are not CUDA devices. ``"cuda"`` without an
+    index is device 0 (llem never changes the current device).
+
+    >>> cuda_ordinals([0, "cuda:1", "cpu", "disk", 1])
+    (0, 1)
+    """
+    out: set[int] = set()
+    for d in devices:
+        if isinstance(d, bool):
+            continue
+        if isinstance(d, int):
+            out.add(d)
+            continue
+        kind, index = getattr(d, "type", None), getattr(d, "index", None)
+        if kind is None:
+            kind, _, num = str(d).partition(":")
+            index = int(num) if num.isdigit() else None
+        if kind == "cuda":
+            out.add(int(index or 0))
+    return tuple(sorted(out))
+
+
+def parallel_devices(engine_kwargs: Mapping[str, Any]) -> tuple[int, ...]:
+    """The CUDA devices an engine built with ``engine_kwargs`` uses: ``0..tp*pp-1``.
+
+    vLLM's ``LLM`` and TensorRT-LLM's LLM API both take ``tensor_parallel_size`` and
+    ``pipeline_parallel_size`` (1 when not given) and put their workers on the visible
+    GPUs from 0 up.
+
+    >>> parallel_devices({"tensor_parallel_size": 2}), parallel_devices({})
+    ((0, 1), (0,))
+    """
+    tp = int(engine_kwargs.get("tensor_parallel_size") or 1)
+    pp = int(engine_kwargs.get("pipeline_parallel_size") or 1)
+    return tuple(range(max(1, tp) * max(1, pp)))
 
 
 #: Called by a backend during generation: ``on_phase("prefill" | "decode")``.

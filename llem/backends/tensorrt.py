@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from llem import spec
-from llem.backends.base import BatchOutput, LoadInfo, PhaseCallback, RequestOutput
+from llem.backends.base import BatchOutput, LoadInfo, PhaseCallback, RequestOutput, parallel_devices
 from llem.backends.table import decoder_of, engine_kwargs, nested_kwargs, read_effective, readback_map
 from llem.backends.vllm import (
     _get,
@@ -393,6 +393,7 @@ class TensorRTBackend:
             skipped=skipped,
             versions={"tensorrt_llm": version},
             device=device,
+            cuda_devices=parallel_devices(kwargs),
             max_context_tokens=effective.get("tensorrt.max_seq_len"),
             max_batch_size=effective.get("tensorrt.max_batch_size"),
             notes=(f"Token times: {timing}.",),

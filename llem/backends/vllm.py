@@ -49,7 +49,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from llem import spec
-from llem.backends.base import BatchOutput, LoadInfo, PhaseCallback, RequestOutput
+from llem.backends.base import BatchOutput, LoadInfo, PhaseCallback, RequestOutput, parallel_devices
 from llem.backends.table import (
     decoder_of,
     engine_kwargs,
@@ -451,6 +451,7 @@ class VLLMBackend:
             skipped=skipped,
             versions=versions,
             device=device,
+            cuda_devices=parallel_devices(kwargs),
             max_context_tokens=effective.get("vllm.max_model_len"),
             notes=(f"Token times: {timing}.",),
             model_path=model if os.path.isdir(model) else None,

@@ -170,8 +170,13 @@ FIGURES: tuple[Figure, ...] = (
            meaning="inter-token latency, the time between consecutive tokens: the median"),
     Figure("itl_p90_s", "ITL p90", "ms", 1e3, meaning="the 90th percentile of the same",
            views=_v("summary", "display", "report", "csv")),
-    Figure("peak_memory_mib", "peak memory", "MiB", meaning="highest memory in use while measuring",
-           source="memory_source"),
+    Figure("peak_memory_mib", "peak memory", "MiB", source="memory_source",
+           meaning="highest memory in use while measuring, of the memory the model sits in (the source "
+                   "says which: process RSS, torch allocator over the model's GPUs, or NVML per GPU)"),
+    Figure("run_peak_memory_mib", "run's own peak memory", "MiB", source="memory_source", optional=True,
+           meaning="the same peak minus what was in use when the run started (weights, the CUDA "
+                   "context and what earlier notebook cells left are not in it)",
+           views=_v("summary", "display", "report", "runs", "csv")),
     Figure("duration_s", "run duration", "s", meaning="wall time of one pass over the prompts",
            views=_v(*_RUNS)),
     Figure("prefill_s", "prefill time", "s", meaning="time from batch starts to first tokens, summed",

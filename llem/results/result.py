@@ -88,7 +88,10 @@ class RunMeasurement:
 
     Energy figures come from ``measurement`` (None when no meter was used); the
     ``*_per_token_j`` figures divide by output tokens. ``dynamic_*`` figures subtract
-    the idle baseline and are None without one. ``flops_estimate`` is
+    the idle baseline and are None without one. ``peak_memory_mib`` is the highest memory
+    in use while measuring, of the memory the model sits in (``memory_source`` says which);
+    ``run_peak_memory_mib`` is that peak minus what was in use when the run started.
+    ``flops_estimate`` is
     ``2 * num_parameters * (input_tokens + output_tokens)``: the usual approximation of a
     decoder's forward pass (a multiply and an add per parameter per token), ignoring
     attention over the context and the work spent on padding.
@@ -121,6 +124,7 @@ class RunMeasurement:
     requests: tuple[RequestRecord, ...] = ()
     measurement: Any = None
     complete: bool = True
+    run_peak_memory_mib: float | None = None
 
     @property
     def padding_fraction(self) -> float | None:

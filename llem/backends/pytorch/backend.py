@@ -6,7 +6,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from llem.backends.base import BatchOutput, LoadInfo, PhaseCallback, ReloadNeeded, load_time_values
+from llem.backends.base import (
+    BatchOutput,
+    LoadInfo,
+    PhaseCallback,
+    ReloadNeeded,
+    cuda_ordinals,
+    load_time_values,
+)
 from llem.backends.pytorch.clock import timed_generate
 from llem.backends.pytorch.failures import free_accelerator_memory
 from llem.backends.pytorch.generation import Decode, decode_settings, split_passthrough
@@ -177,6 +184,7 @@ class PyTorchBackend:
             notes=(*loaded.notes, *decode.notes),
             model_path=loaded.spec.id_or_path if loaded.spec.is_local else None,
             facts=dict(loaded.facts),
+            cuda_devices=cuda_ordinals(p.device for p in getattr(loaded.model, "parameters", list)()),
         )
 
     # --------------------------------------------------------------- generation

@@ -1,0 +1,180 @@
+"""Peak memory of one measured run: where the model lives, and the run's own rise.
+
+Two figures per run, both MiB:
+
+``peak_mib``
+    The highest memory in use while the run was measured, of the memory the model sits in:
+    the process's resident set (RSS) on the CPU; on a GPU with PyTorch in this process,
+    torch's allocator peak (reset at the run's start) summed over every CUDA device of the
+    model's device map; for an engine that allocates outside torch or in worker processes
+    (vLLM, TensorRT-LLM), NVML's memory in use on each GPU the model was placed on, summed
+    (the whole device: other processes on that GPU count too).
+``run_peak_mib``
+    The same peak minus what was in use when the run started: the run's own peak (the
+    weights, what earlier cells left in a notebook kernel and the CUDA context are not in
+    it).
+
+:class:`PeakMemory` reads them; ``source`` says in words what was measured.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from llem.energy.nvml import NvmlLibrary, PynvmlLibrary
+
+_MIB = 1024**2
+
+#: How :class:`PeakMemory` reads memory.
+READERS: tuple[str, ...] = ("rss", "torch", "nvml")
+
+
+def reader_for(backend: str, cuda_devices: Sequence[int]) -> str:
+    """How a run's memory is read: ``rss`` on the CPU, ``torch`` for PyTorch on a GPU, else ``nvml``."""
+    if not cuda_devices:
+        return "rss"
+    return "torch" if backend == "pytorch" else "nvml"
+
+
+def _rss_bytes() -> int | None:
+    try:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except Exception:  # noqa: BLE001 - no psutil, or the process cannot be read
+        return None
+
+
+class PeakMemory:
+    """Peak memory of one run (see the module's docstring).
+
+    Parameters
+    ----------
+    reader : {"rss", "torch", "nvml"}
+        What to read (:func:`reader_for` picks it).
+    cuda_devices : sequence of int
+        The model's CUDA devices (``torch``).
+    nvml_indices : sequence of int
+        NVML indices of the same GPUs (``nvml``).
+    interval_s : float
+        How often ``rss`` and ``nvml`` are sampled on a background thread.
+    library : NvmlLibrary, optional
+        NVML (pynvml by default; a fake in tests).
+    rss : callable, optional
+        Bytes resident now (psutil by default; a fake in tests).
+    torch_module : module, optional
+        ``torch`` (imported when needed; a fake in tests).
+    """
+
+    def __init__(self, reader: str = "rss", *, cuda_devices: Sequence[int] = (),
+                 nvml_indices: Sequence[int] = (), interval_s: float = 0.1,
+                 library: NvmlLibrary | None = None, rss: Callable[[], int | None] | None = None,
+                 torch_module: Any = None) -> None:
+        if reader not in READERS:
+            raise ValueError(f"PeakMemory reader must be one of {READERS}, not {reader!r}.")
+        self.reader = reader
+        self.cuda_devices = tuple(cuda_devices)
+        self.nvml_indices = tuple(nvml_indices)
+        self.interval_s = max(0.005, float(interval_s))
+        self._library = library
+        self._rss = rss or _rss_bytes
+        self._torch = torch_module
+        self._devices: list[Any] = []
+        self.start_bytes: dict[str, int] = {}
+        self.peak_bytes: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error = ""
+
+    # ------------------------------------------------------------------ reading
+    def _now(self) -> dict[str, int]:
+        if self.reader == "rss":
+            b = self._rss()
+            return {} if b is None else {"process": b}
+        out = {}
+        for dev in self._devices:
+            b = dev.memory_used_bytes()
+            if b is not None:
+                out[f"gpu:{dev.index}"] = int(b)
+        return out
+
+    def _read(self) -> None:
+        try:
+            now = self._now()
+        except Exception as exc:  # noqa: BLE001 - memory is a side figure; it never stops a run
+            self._error = f"{type(exc).__name__}: {exc}"
+            return
+        for k, b in now.items():
+            self.start_bytes.setdefault(k, b)
+            if b > self.peak_bytes.get(k, -1):
+                self.peak_bytes[k] = b
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._read()
+
+    def _torch_module(self) -> Any:
+        if self._torch is None:
+            import torch
+
+            self._torch = torch
+        return self._torch
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Take the starting figures (and reset torch's peaks); sample in the background."""
+        if self.reader == "torch":
+            torch = self._torch_module()
+            for d in self.cuda_devices:
+                torch.cuda.reset_peak_memory_stats(d)
+                self.start_bytes[f"cuda:{d}"] = int(torch.cuda.memory_allocated(d))
+            return
+        if self.reader == "nvml":
+            lib = self._library = self._library or PynvmlLibrary()
+            try:
+                lib.init()
+                self._devices = [lib.device(i) for i in self.nvml_indices]
+            except Exception as exc:  # noqa: BLE001 - no figure rather than no run
+                self._error = f"{type(exc).__name__}: {exc}"
+                self._devices = []
+                self._library = None
+        self._read()
+        self._thread = threading.Thread(target=self._loop, name="llem-memory", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> tuple[float | None, float | None]:
+        """Stop sampling; return ``(peak_mib, run_peak_mib)`` (None where nothing was read)."""
+        if self.reader == "torch":
+            torch = self._torch_module()
+            for d in self.cuda_devices:
+                self.peak_bytes[f"cuda:{d}"] = int(torch.cuda.max_memory_allocated(d))
+        else:
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+            self._read()
+            if self.reader == "nvml" and self._library is not None:
+                self._library.shutdown()
+        if not self.peak_bytes:
+            return None, None
+        peak = sum(self.peak_bytes.values())
+        rise = sum(max(0, b - self.start_bytes.get(k, b)) for k, b in self.peak_bytes.items())
+        return peak / _MIB, rise / _MIB
+
+    @property
+    def source(self) -> str:
+        """What was measured, in words (shown after the figures)."""
+        names = ", ".join(sorted(self.peak_bytes)) if self.peak_bytes else ""
+        if self.reader == "rss":
+            text = "process RSS peak, sampled"
+        elif self.reader == "torch":
+            text = f"torch allocator peak, reset per run, summed over {names or 'the model devices'}"
+        else:
+            text = (f"NVML memory in use, sampled, summed over {names or 'the model GPUs'} "
+                    "(whole devices: other processes count)")
+        return text + (f"; memory reading failed: {self._error}" if self._error else "")
+
+
+__all__ = ["READERS", "PeakMemory", "reader_for"]
