@@ -438,6 +438,9 @@ def _metered_gpus(info: Any, machine: Machine, notes: list[str]) -> tuple[Gpu, .
         notes.append("The GPUs differ and CUDA_DEVICE_ORDER is not PCI_BUS_ID: which GPU CUDA "
                      "numbers first is llem's guess (fastest first). Set CUDA_DEVICE_ORDER=PCI_BUS_ID "
                      "to be sure the metered GPUs are the model's.")
+    if any(g.mig for g in gpus):
+        notes.append("The model runs on a MIG slice: NVML reads energy and power of the whole GPU, "
+                     "so other slices' work is counted too.")
     return gpus
 
 

@@ -244,3 +244,37 @@ def test_the_runs_own_peak_is_a_figure_shown_next_to_the_peak():
     for view in ("summary", "display", "report", "runs", "csv"):
         attrs = [x.attr for x in figures_for(view)]
         assert attrs.index("run_peak_memory_mib") == attrs.index("peak_memory_mib") + 1, view
+
+
+def test_nvml_memory_that_cannot_open_its_gpu_shuts_nvml_down_and_says_why():
+    nv = FakePynvml([FakeNvmlGpu()])
+    with use_fake_pynvml(nv):
+        mem = PeakMemory("nvml", nvml_indices=(5,), library=PynvmlLibrary())
+        mem.start()
+        assert mem.stop() == (None, None)
+    assert nv.refcount == 0 and "memory reading failed" in mem.source and "gpu:5" in mem.source
+
+
+def test_recording_the_environment_leaves_nvml_shut_down(monkeypatch):
+    from llem import machine as mach
+    from llem.runner import environment
+
+    nv = three_gpus()
+    monkeypatch.setattr(mach, "_current", None)  # restored after the test
+    with use_fake_pynvml(nv):
+        env = environment(LoadInfo(model_id="m", device="cuda:0", cuda_devices=(0,)), PlacedBackend(),
+                          machine=mach.get_machine(refresh=True), metered=mach.get_machine().gpus[:1])
+    assert env["gpu"] == "NVIDIA H100 80GB HBM3" and env["machine"]["gpus"][2]["pci_bus_id"]
+    assert nv.inits >= 1 and nv.refcount == 0  # issue 15 item 12: every nvmlInit has its nvmlShutdown
+
+
+def test_a_run_on_a_mig_slice_says_energy_is_the_whole_gpus(placed, monkeypatch):
+    nv = FakePynvml([FakeNvmlGpu(name="NVIDIA A100-SXM4-40GB", compute_capability=(8, 0), mig=True,
+                                 mig_devices=[FakeMigDevice(memory_used_mib=500.0)])])
+    placed.cuda_devices = (0,)
+    with use_fake_pynvml(nv):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", nv.gpus[0].mig_devices[0].uuid)
+        with use_machine(probe()):
+            r = llem.run(cfg(), prompts=["a b"])
+    assert r.runs[0].measurement.device_names == ("gpu:0",) and r.environment["metered_gpus"][0]["mig"]
+    assert any("MIG slice" in n and "whole GPU" in n for n in r.notes)

@@ -132,14 +132,19 @@ class PeakMemory:
                 self.start_bytes[f"cuda:{d}"] = int(torch.cuda.memory_allocated(d))
             return
         if self.reader == "nvml":
-            lib = self._library = self._library or PynvmlLibrary()
+            lib = self._library or PynvmlLibrary()
+            self._library = None  # set once NVML is started, so stop() shuts it down once
             try:
                 lib.init()
-                self._devices = [lib.device(i) for i in self.nvml_indices]
             except Exception as exc:  # noqa: BLE001 - no figure rather than no run
                 self._error = f"{type(exc).__name__}: {exc}"
-                self._devices = []
-                self._library = None
+            else:
+                try:
+                    self._devices = [lib.device(i) for i in self.nvml_indices]
+                    self._library = lib
+                except Exception as exc:  # noqa: BLE001
+                    self._error = f"{type(exc).__name__}: {exc}"
+                    lib.shutdown()
         self._read()
         self._thread = threading.Thread(target=self._loop, name="llem-memory", daemon=True)
         self._thread.start()

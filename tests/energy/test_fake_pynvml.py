@@ -260,3 +260,24 @@ def test_a_window_records_the_counter_period():
     period = win.measurement.counter_period_s
     assert period is not None and 0.03 <= period <= 0.08
     assert type(win.measurement).from_dict(win.measurement.to_dict()).counter_period_s == period
+
+
+def test_a_pynvml_error_at_start_is_a_llem_error_and_nvml_is_shut_down():
+    nv = make(FakeNvmlGpu(), FakeNvmlGpu())
+    nv.fail("nvmlDeviceGetCudaComputeCapability", "Unknown", gpu=1)
+    with use_fake_pynvml(nv):
+        with pytest.raises(MeterReadError, match=r"NVML could not read gpu:1: "
+                                                 r"nvmlDeviceGetCudaComputeCapability failed \(Unknown Error\)"):
+            NvmlMeter().start()
+        p = NvmlMeter().probe()
+        assert not p.available and "gpu:1" in p.reason
+        assert NvmlMeter(devices=[0]).probe().available  # the other GPU is fine
+    assert nv.refcount == 0
+
+
+def test_init_failures_say_why(monkeypatch):
+    with use_fake_pynvml(make(init_error="DriverNotLoaded")):
+        p = NvmlMeter().probe()
+        m = mach.probe()
+    assert not p.available and "the NVIDIA kernel driver is not loaded" in p.reason
+    assert m.gpus == () and "Driver Not Loaded" in m.gpu_note
