@@ -89,3 +89,88 @@ def test_a_cpu_clock_never_synchronizes(monkeypatch):
     clock = clock_mod.make_clock(None, None)
     clock(torch.zeros((1, 3), dtype=torch.long), None)
     assert dev.syncs == 0 and len(clock.steps) == 1
+
+
+# -- release() of a compiled model -------------------------------------------------------------
+
+
+class FakeDynamo:
+    """``torch.compile`` and ``torch._dynamo.reset`` as they keep memory.
+
+    dynamo installs what it compiles on the code object of the compiled function (shared by
+    every instance of the class), and that compiled code holds the function, so a bound
+    ``model.forward`` keeps its model (and its weights) alive until ``reset()``.
+    """
+
+    def __init__(self) -> None:
+        self.cache: dict[object, list] = {}
+        self.resets = 0
+
+    def compile(self, fn, **kwargs):
+        def compiled(*args, **kw):
+            return fn(*args, **kw)
+
+        self.cache.setdefault(getattr(fn, "__code__", fn), []).append(compiled)
+        return compiled
+
+    def reset(self) -> None:
+        self.cache.clear()
+        self.resets += 1
+
+
+@pytest.fixture
+def dynamo(monkeypatch):
+    fake = FakeDynamo()
+    monkeypatch.setattr(torch, "compile", fake.compile)
+    monkeypatch.setattr(torch._dynamo, "reset", fake.reset)
+    return fake
+
+
+def _config(**values):
+    from llem.config import ExperimentConfig
+
+    cfg = ExperimentConfig(model="tiny-random-llama")
+    cfg.update({"decoder.max_new_tokens": 2, **values})
+    return cfg
+
+
+def test_release_frees_a_compiled_model(dynamo):
+    import gc
+    import weakref
+
+    from llem.backends.pytorch import PyTorchBackend
+
+    b = PyTorchBackend()
+    info = b.load(_config(**{"pytorch.torch_compile": True, "pytorch.torch_compile_backend": "eager"}))
+    assert info.effective["pytorch.torch_compile"] is True and dynamo.cache
+    assert b.generate(["Hello"]).requests[0].output_tokens >= 1
+    ref = weakref.ref(b.model)
+    b.release()
+    gc.collect()
+    assert ref() is None, "the released model is still alive (held by compiled code)"
+    assert dynamo.resets == 1 and not dynamo.cache
+
+
+def test_release_frees_a_model_transformers_compiled_itself(dynamo):
+    import gc
+    import weakref
+
+    from llem.backends.pytorch import PyTorchBackend
+
+    b = PyTorchBackend()
+    b.load(_config())
+    # what transformers' get_compiled_call leaves on the model for a static cache's decode step
+    b.model._compiled_call = torch.compile(b.model.__call__)
+    ref = weakref.ref(b.model)
+    b.release()
+    gc.collect()
+    assert ref() is None and dynamo.resets == 1
+
+
+def test_release_of_an_eager_model_leaves_dynamo_alone(dynamo):
+    from llem.backends.pytorch import PyTorchBackend
+
+    b = PyTorchBackend()
+    b.load(_config())
+    b.release()
+    assert dynamo.resets == 0

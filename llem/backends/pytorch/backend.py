@@ -16,6 +16,7 @@ from llem.backends.pytorch.loading import (
     load_draft,
     load_model,
     trial_compile,
+    uncompile,
 )
 from llem.backends.table import decoder_of, refuse_untranslatable
 from llem.backends.table import field as _get
@@ -224,8 +225,17 @@ class PyTorchBackend:
         )
 
     def release(self) -> None:
-        """Free the model, tokenizer and assistant; safe to call twice."""
+        """Free the model, tokenizer and assistant; safe to call twice.
+
+        A compiled model is uncompiled first (its own ``forward`` back, dynamo reset: see
+        :func:`~llem.backends.pytorch.loading.uncompile`), then garbage is collected and
+        the CUDA allocator's cache handed back, so the weights leave the GPU.
+        """
         had = self.model is not None
+        if self._loaded is not None:
+            import torch
+
+            uncompile(self._loaded, torch)
         self.model = self.tokenizer = self.assistant_model = self.assistant_tokenizer = None
         self._gen_config, self._gen_extra = None, {}
         self._loaded = self._decode = None

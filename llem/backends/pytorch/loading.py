@@ -418,6 +418,33 @@ def trial_compile(loaded: Loaded, gen_config: Any, gen_extra: dict[str, Any], to
                                 f"{type(exc).__name__}: {first_line(exc)}")
 
 
+def uncompile(loaded: Loaded, torch: Any) -> None:
+    """Undo what compiling left behind, so a released model can be freed.
+
+    :func:`compile_forward` set ``model.forward`` to ``torch.compile``'s wrapper, which holds
+    the model's own bound ``forward`` (``loaded.eager_forward`` holds it too); transformers
+    keeps its own compiled ``__call__`` on the model (``_compiled_call``) when it compiles
+    the decode step of a static cache. dynamo keeps what it compiled (graphs, CUDA graph
+    pools) on the code object of ``forward``, shared by every instance of the class, until
+    ``torch._dynamo.reset()``. Without this, a released model and its weights stay alive
+    (on the GPU) and the next model of a sweep runs out of memory. The reset drops every
+    compiled function of this process, which is what a model that is gone needs.
+    """
+    model = loaded.model
+    attrs = getattr(model, "__dict__", {})
+    compiled_here = loaded.eager_forward is not None or loaded.compiled
+    compiled_by_transformers = attrs.get("_compiled_call") is not None
+    attrs.pop("forward", None)  # the instance attribute compile_forward set: the class's forward again
+    attrs.pop("_compiled_call", None)
+    loaded.eager_forward = None
+    loaded.compiled = False
+    if compiled_here or compiled_by_transformers:
+        dynamo = getattr(torch, "_dynamo", None)
+        reset = getattr(dynamo, "reset", None)
+        if callable(reset):
+            reset()
+
+
 def _count_quantized_params(model: Any, n: int) -> int:
     """4-bit weights are packed two per byte; count logical parameters from the shapes."""
     total = 0
