@@ -174,3 +174,55 @@ def test_release_of_an_eager_model_leaves_dynamo_alone(dynamo):
     b.load(_config())
     b.release()
     assert dynamo.resets == 0
+
+
+# -- the transformers floor ---------------------------------------------------------------------
+
+
+def test_setup_cfg_asks_for_the_transformers_the_backend_needs():
+    import configparser
+    import re
+    from pathlib import Path
+
+    from llem.backends.pytorch.loading import TRANSFORMERS_MIN
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[2] / "setup.cfg")
+    reqs = cfg["options.extras_require"]["pytorch"].split()
+    (floor,) = [r for r in reqs if r.startswith("transformers")]
+    found = re.fullmatch(r"transformers>=(\d+)\.(\d+)", floor)
+    assert found, floor
+    # from_pretrained(dtype=...) exists from 4.56 on: a lower floor installs a transformers
+    # that ignores the dtype; a higher one asks for more than the backend needs
+    assert (int(found[1]), int(found[2])) == TRANSFORMERS_MIN == (4, 56)
+
+
+@pytest.mark.parametrize("version", ["4.46.3", "4.55.4"])
+def test_an_older_transformers_is_refused_with_the_upgrade(version):
+    from llem.backends.pytorch.loading import check_transformers
+    from llem.errors import MissingDependencyError
+
+    with pytest.raises(MissingDependencyError, match=rf"transformers {version} .*pip install -U 'transformers>=4.56'"):
+        check_transformers(version)
+
+
+@pytest.mark.parametrize("version", ["4.56.0", "4.57.1.dev0", "5.24.0", "unknown"])
+def test_a_recent_transformers_passes(version):
+    from llem.backends.pytorch.loading import check_transformers
+
+    check_transformers(version)
+
+
+def test_load_refuses_an_old_transformers_before_any_weight(monkeypatch):
+    import transformers
+
+    from llem.backends.pytorch import PyTorchBackend
+    from llem.errors import MissingDependencyError
+
+    calls = []
+    monkeypatch.setattr(transformers, "__version__", "4.50.0")
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        classmethod(lambda cls, *a, **k: calls.append(k)))
+    with pytest.raises(MissingDependencyError, match="needs transformers>=4.56"):
+        PyTorchBackend().load(_config())
+    assert calls == []

@@ -13,6 +13,7 @@ from llem.backends.pytorch.generation import Decode, decode_settings, split_pass
 from llem.backends.pytorch.loading import (
     Loaded,
     check_generate_passthrough,
+    check_transformers,
     load_draft,
     load_model,
     trial_compile,
@@ -75,7 +76,7 @@ class PyTorchBackend:
         ------
         MissingDependencyError
             torch, transformers, bitsandbytes, peft, gguf or an attention package absent
-            when needed.
+            when needed, or transformers older than 4.56.
         ModelNotFoundError
             The model or adapter cannot be found.
         ConfigError
@@ -88,6 +89,7 @@ class PyTorchBackend:
             pkg = "torch" if "torch" in str(exc) and "transformers" not in str(exc) else "transformers"
             raise missing_dependency(pkg, "pytorch", "the pytorch backend") from None
 
+        check_transformers(transformers.__version__)
         t_start = time.perf_counter()
         refuse_untranslatable(config, "pytorch", decoder=decoder_of(config))
         passthrough = split_passthrough(_get(config, "passthrough") or {})

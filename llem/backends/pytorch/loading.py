@@ -22,6 +22,7 @@ import copy
 import importlib.metadata
 import importlib.util
 import inspect
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,10 +39,34 @@ from llem.backends.pytorch.failures import (
 from llem.backends.pytorch.generation import Draft
 from llem.backends.table import engine_kwargs
 from llem.backends.table import field as _get
-from llem.errors import ConfigError, ModelNotFoundError, missing_dependency
+from llem.errors import ConfigError, MissingDependencyError, ModelNotFoundError, missing_dependency
 from llem.models import not_found as model_not_found
 from llem.models import resolve_adapter, resolve_model
 from llem.spec import engine_args
+
+#: The oldest transformers the backend runs with: ``from_pretrained(dtype=...)`` (the table's
+#: engine name for ``pytorch.dtype``) exists from 4.56 on, which renamed ``torch_dtype``.
+#: setup.cfg's ``pytorch`` extra asks for the same floor (a test keeps the two equal).
+TRANSFORMERS_MIN: tuple[int, int] = (4, 56)
+
+
+def check_transformers(version: str) -> None:
+    """Refuse a transformers older than :data:`TRANSFORMERS_MIN`, with the upgrade command.
+
+    Raises
+    ------
+    MissingDependencyError
+        For ``version`` below the floor (a version that cannot be read passes).
+    """
+    found = re.match(r"(\d+)\.(\d+)", str(version))
+    if found is None or (int(found[1]), int(found[2])) >= TRANSFORMERS_MIN:
+        return
+    floor = ".".join(map(str, TRANSFORMERS_MIN))
+    raise MissingDependencyError(
+        f"transformers {version} is installed, and llem's pytorch backend needs transformers>={floor} "
+        f"(from_pretrained takes dtype= from {floor} on). Upgrade it: pip install -U "
+        f"'transformers>={floor}' (or pip install -U 'llem[pytorch]')."
+    )
 
 
 def gpu_index_keys(limits: Mapping[str, Any]) -> dict[Any, Any]:
