@@ -11,7 +11,8 @@ from llem.machine import Gpu, Machine, get_machine, probe, use_machine, where
 from llem.testing import FakeGpu, FakeNvmlLibrary
 
 
-def test_probe_reads_gpus_through_nvml_fakes():
+def test_probe_reads_gpus_through_nvml_fakes(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     lib = FakeNvmlLibrary([FakeGpu(0, compute_capability=(8, 6), name="NVIDIA A10G",
                                    memory_total_mib=23028.0, uuid="GPU-a10g"),
                            FakeGpu(1, compute_capability=(9, 0), mig=True)])
@@ -19,7 +20,7 @@ def test_probe_reads_gpus_through_nvml_fakes():
     assert m.source == "nvml" and m.driver == "550.54.15" and m.gpu_note == ""
     assert m.gpus[0] == Gpu(0, "NVIDIA A10G", 8.6, 23028.0, "GPU-a10g", False, True)
     assert m.gpus[1].mig is True and m.gpus[1].tier.name == "hopper"
-    assert m.gpu_count == 2 and m.cc == 9.0
+    assert m.gpu_count == 2 and m.cc == 8.6  # the GPU CUDA numbers 0 (a run's), not the best one
     assert m.cc_of([0]) == 8.6 and m.cc_of() == 8.6  # the weakest GPU decides for a set
     assert lib.inits == lib.shutdowns == 1
 

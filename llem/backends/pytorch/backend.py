@@ -16,6 +16,7 @@ from llem.backends.pytorch.loading import (
     check_transformers,
     load_draft,
     load_model,
+    probe_facts,
     trial_compile,
     uncompile,
 )
@@ -58,6 +59,14 @@ class PyTorchBackend:
         self._decode: Decode | None = None
 
     # ------------------------------------------------------------------ loading
+    def probe_facts(self, config: Any) -> dict[str, Any]:
+        """The facts of the table's skip rules that the checkpoint's config tells before loading.
+
+        ``default_dtype``: the dtype an unset ``pytorch.dtype`` loads
+        (:func:`~llem.backends.pytorch.loading.probe_facts`); ``{}`` when it cannot be read.
+        """
+        return probe_facts(config)
+
     def load(self, config: Any) -> LoadInfo:
         """Load the model, tokenizer, adapter and generation settings for ``config``.
 
@@ -70,7 +79,8 @@ class PyTorchBackend:
         LoadInfo
             With ``effective`` (``section.field`` -> value transformers uses), ``skipped``
             (what the backend could not apply, and why) and ``facts`` (``compile_failed``,
-            ``model_prequantized``, ``model_greedy``, for the table's skip rules).
+            ``model_prequantized``, ``model_greedy``, ``default_dtype`` with an unset dtype,
+            for the table's skip rules).
 
         Raises
         ------

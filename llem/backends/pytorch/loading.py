@@ -77,6 +77,43 @@ def gpu_index_keys(limits: Mapping[str, Any]) -> dict[Any, Any]:
     """
     return {int(k) if isinstance(k, str) and k.strip().isdigit() else k: v for k, v in limits.items()}
 
+
+def default_dtype(hf_config: Any, transformers_version: str) -> str | None:
+    """The dtype ``from_pretrained`` loads the weights in when no dtype is given.
+
+    transformers 5 reads the checkpoint's (``dtype="auto"``: the config's ``dtype``, else
+    the weights'); 4.x loads float32. None when only the weights could tell.
+    """
+    major = str(transformers_version).split(".")[0]
+    if not major.isdigit() or int(major) < 5:
+        return "float32"
+    dt = getattr(hf_config, "dtype", None) or getattr(hf_config, "torch_dtype", None)
+    return str(dt).replace("torch.", "") if dt is not None else None
+
+
+def probe_facts(config: Any) -> dict[str, Any]:
+    """The load facts the checkpoint's config tells before any weight is read.
+
+    ``default_dtype`` (:func:`default_dtype`), so the table's FlashAttention rules can leave
+    an attention kernel the weights' dtype cannot use unset before the load. ``{}`` when
+    the config cannot be read here (a GGUF file, remote code, no access).
+    """
+    try:
+        import transformers
+
+        spec = resolve_model(_get(config, "model") or "tiny-random-llama")
+        if spec.gguf_file:
+            return {}
+        pt = _get(config, "pytorch")
+        kw = {k: v for k, v in (("revision", _get(pt, "revision")),
+                                ("trust_remote_code", _get(pt, "trust_remote_code"))) if v is not None}
+        hf_config = transformers.AutoConfig.from_pretrained(spec.id_or_path, **kw)
+    except Exception:  # noqa: BLE001 - an unreadable config tells nothing
+        return {}
+    found = default_dtype(hf_config, transformers.__version__)
+    return {"default_dtype": found} if found is not None else {}
+
+
 def torch_value(torch: Any, value: Any) -> Any:
     """An engine value from the table: ``"torch.<name>"`` is that torch attribute (a dtype)."""
     if isinstance(value, str) and value.startswith("torch."):
@@ -323,6 +360,8 @@ def _read_back(loaded: Loaded, config: Any, load_kw: dict[str, Any], torch: Any,
 
     # the checkpoint's own quantization (AWQ, GPTQ...), not bitsandbytes applied on load
     loaded.facts["model_prequantized"] = qc is not None and "quantization_config" not in load_kw
+    if _get(pt, "dtype") is None:  # what an unset dtype loaded (the FlashAttention rules read it)
+        loaded.facts["default_dtype"] = effective["pytorch.dtype"]
     # an unset do_sample means what the model's generation config says (greedy for most)
     loaded.facts["model_greedy"] = not bool(getattr(model.generation_config, "do_sample", False))
     n_params = sum(p.numel() for p in model.parameters())
