@@ -410,3 +410,17 @@ def test_the_mixed_phase_is_a_phase_the_palette_knows():
     from llem.results.palette import PHASE_COLOURS
 
     assert MIXED in PHASE_COLOURS
+
+
+def test_a_run_without_a_split_displays_and_reports(vllm_engine, tmp_path):
+    r = _run("vllm", **{"decoder.num_beams": 2})
+    text = str(r)
+    assert "energy" in text
+    bundle = r._repr_mimebundle_() if hasattr(r, "_repr_mimebundle_") else {"text/plain": repr(r)}
+    assert "text/plain" in bundle
+    r.save(tmp_path)
+    from llem.report.content import build_report, run_rows, table_rows
+
+    assert run_rows(r) and table_rows([r])
+    build_report([r], charts=False)
+    r.export(tmp_path / "runs.csv")
