@@ -127,12 +127,25 @@ class Machine:
         return len(self.gpus)
 
     @property
-    def cc(self) -> float | None:
-        """The highest compute capability here (None: no GPU, the ``cpu`` tier).
+    def run_gpu(self) -> Gpu | None:
+        """The GPU a run uses: the one CUDA numbers 0 under ``CUDA_VISIBLE_DEVICES``.
 
-        A run on one GPU should ask :meth:`cc_of` for the device it uses.
+        The backends put a one-device model there (PyTorch ``cuda:0``, vLLM and
+        TensorRT-LLM their first rank). None when there is no GPU or the variable hides
+        them all.
         """
-        return max((g.compute_capability for g in self.gpus), default=None)
+        seen = visible_gpus(self.gpus)
+        return seen[0] if seen else None
+
+    @property
+    def cc(self) -> float | None:
+        """The compute capability of :attr:`run_gpu` (None: none visible, the ``cpu`` tier).
+
+        Not the highest on the machine: on a node with an A100 and a V100 a run on the V100
+        cannot use what needs 8.0. A set of GPUs asks :meth:`cc_of` (the weakest decides).
+        """
+        gpu = self.run_gpu
+        return gpu.compute_capability if gpu is not None else None
 
     def cc_of(self, indices: Iterable[int] | None = None) -> float | None:
         """The lowest compute capability among the GPUs ``indices`` (all when None).
@@ -158,7 +171,7 @@ class Machine:
         return {
             "gpu_count": self.gpu_count,
             "cc": self.cc,
-            "cuda": bool(self.gpus),
+            "cuda": self.run_gpu is not None,
             "packages": {name: self.has(name) for name in PACKAGES},
         }
 
@@ -470,11 +483,13 @@ def where(target: str | float | None = None, machine: Machine | None = None) -> 
         cc = parse_target(target)
         return Where(cc, f"the target {str(target)!r}", str(target))
     m = machine or get_machine()
-    if not m.gpus:
-        return Where(None, "this machine (CPU only)")
-    best = max(m.gpus, key=lambda g: g.compute_capability)
-    return Where(best.compute_capability,
-                 f"this machine ({best.name}, compute capability {best.compute_capability:g})")
+    gpu = m.run_gpu  # the GPU a run here uses, not the best one on the machine
+    if gpu is None:
+        hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+        return Where(None, "this machine (CPU only)" if not m.gpus else
+                     f"this machine (no GPU visible: CUDA_VISIBLE_DEVICES={hidden!r})")
+    return Where(gpu.compute_capability,
+                 f"this machine ({gpu.name}, compute capability {gpu.compute_capability:g})")
 
 
 __all__ = [

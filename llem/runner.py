@@ -42,6 +42,7 @@ from typing import Any
 
 from llem import plugins, spec
 from llem._version import __version__
+from llem.backends.phases import run_phases
 from llem.config import ExperimentConfig
 from llem.energy.memory import PeakMemory, reader_for
 from llem.energy.window import measure
@@ -370,14 +371,13 @@ def _run_measurement(index: int, state: _RunState, meas: Any, peak_mib: float | 
     out_tokens = sum(r.output_tokens for r in records)
     in_tokens = sum(r.input_tokens for r in records)
     n = len(records)
-    prefill_s = sum(o.prefill_s for o in outs)
-    decode_s = sum(o.duration_s - o.prefill_s for o in outs)
+    prefill_s, decode_s, no_split = run_phases(outs)  # no split is made up where a batch has none
     waste = sum(getattr(o, "decode_steps", 0) * len(o.requests)
                 - sum(r.output_tokens for r in o.requests) for o in outs)
     energy = getattr(meas, "energy_j", None)
     dyn = getattr(meas, "dynamic_energy_j", None)
     pe = de = None
-    if meas is not None and energy is not None:
+    if meas is not None and energy is not None and no_split is None:
         try:
             phases = meas.phase_energy_j()
             pe, de = phases.get("prefill", 0.0), phases.get("decode", 0.0)
@@ -640,6 +640,7 @@ def run(
                         notes.append(f"Live samples stopped: on_sample raised {live.error!r}.")
             runs.append(_run_measurement(r, state, m.measurement, peak, mem.source,
                                          info.num_parameters, True, own_peak))
+            notes.extend(n for n in run_phases([o for _, o in state.batches])[2:] if n and n not in notes)
             state = None
             if r == 0:
                 _check_baseline(m.measurement, cfg.baseline.max_spread, notes)

@@ -11,7 +11,9 @@ from llem.machine import Gpu, Machine, get_machine, probe, use_machine, where
 from llem.testing import FakeGpu, FakeNvmlLibrary
 
 
-def test_probe_reads_gpus_through_nvml_fakes():
+def test_probe_reads_gpus_through_nvml_fakes(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
     lib = FakeNvmlLibrary([FakeGpu(0, compute_capability=(8, 6), name="NVIDIA A10G",
                                    memory_total_mib=23028.0, uuid="GPU-a10g"),
                            FakeGpu(1, compute_capability=(9, 0), mig=True)])
@@ -19,7 +21,15 @@ def test_probe_reads_gpus_through_nvml_fakes():
     assert m.source == "nvml" and m.driver == "550.54.15" and m.gpu_note == ""
     assert m.gpus[0] == Gpu(0, "NVIDIA A10G", 8.6, 23028.0, "GPU-a10g", False, True)
     assert m.gpus[1].mig is True and m.gpus[1].tier.name == "hopper"
-    assert m.gpu_count == 2 and m.cc == 9.0
+    # the GPU CUDA numbers 0 (a run's): in PCI order the A10G; CUDA's default order puts the
+    # fastest first, and CUDA_VISIBLE_DEVICES picks the one a run gets
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    assert m.gpu_count == 2 and m.cc == 8.6
+    monkeypatch.delenv("CUDA_DEVICE_ORDER")
+    assert m.cc == 9.0
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-a10g")
+    assert m.cc == 8.6
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert m.cc_of([0]) == 8.6 and m.cc_of() == 8.6  # the weakest GPU decides for a set
     assert lib.inits == lib.shutdowns == 1
 

@@ -62,7 +62,9 @@ class BatchOutput:
     duration_s : float
         Wall time of the whole batch, seconds.
     prefill_s : float
-        From the start of the batch to its first token, seconds.
+        From the start of the batch until every request had its first token, seconds
+        (NaN when no first token is observable). With ``no_phase_split`` empty it is the
+        boundary between the batch's prefill and decode.
     padding_tokens : int
         Pad tokens added to the prompts (left padding to the longest prompt).
     total_input_tokens : int
@@ -73,6 +75,11 @@ class BatchOutput:
     t0_perf : float or None
         ``time.perf_counter()`` at the batch's start, so token times can be placed on the
         energy timeline.
+    no_phase_split : str
+        Why the batch's time and energy cannot be split between prefill and decode, or
+        ``""`` when they can. An engine that batches continuously overlaps the two when it
+        admits requests while others decode (:mod:`llem.backends.phases`); one that returns
+        only at the end (vLLM's beam search) shows no first token.
     """
 
     requests: tuple[RequestOutput, ...]
@@ -82,6 +89,7 @@ class BatchOutput:
     total_input_tokens: int = 0
     decode_steps: int = 0
     t0_perf: float | None = None
+    no_phase_split: str = ""
 
 
 @dataclass(frozen=True)

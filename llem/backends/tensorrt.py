@@ -23,8 +23,12 @@ from there by later runs with the same settings.
 
 Timing: requests are streamed (``LLM.generate_async(..., streaming=True)``) and every
 token is stamped when its update reaches Python; tokens delivered in one update share a
-time. When streaming is not available the backend falls back to a blocking call and says
-in ``LoadInfo.effective["llem.token_timing"]`` that no per-token times exist.
+time. The same per-request counts mark the phases
+(:class:`llem.backends.phases.PhaseTracker`): with more prompts than the engine runs at
+once, requests are admitted while others decode, and the batch is then reported without a
+prefill/decode split. When streaming is not available the backend falls back to a blocking
+call and says in ``LoadInfo.effective["llem.token_timing"]`` that no per-token times exist
+(and its batches have no split).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from typing import Any
 
 from llem import spec
 from llem.backends.base import BatchOutput, LoadInfo, PhaseCallback, RequestOutput, parallel_devices
+from llem.backends.phases import MIXED, PhaseTracker
 from llem.backends.table import decoder_of, engine_kwargs, nested_kwargs, read_effective, readback_map
 from llem.backends.vllm import (
     _get,
@@ -64,6 +69,7 @@ __all__ = [
     "build_llm_objects",
     "effective_from_llm_args",
     "QUANT_ALGOS",
+    "returned_tokens",
 ]
 
 Kwargs = dict[str, Any]
@@ -304,6 +310,22 @@ def effective_from_llm_args(args: Any) -> dict[str, Any]:
     return read_effective(args, "tensorrt")
 
 
+def returned_tokens(outputs: Sequence[Any], beam_search: bool) -> int:
+    """Output tokens of one request: the best beam's under beam search, else every sequence's.
+
+    With beam search TensorRT-LLM returns ``n`` beams per prompt, best first (``n`` is the
+    beam width unless ``decoder.n`` asks for fewer); the answer is the best one, as
+    transformers' ``generate`` and vLLM's ``beam_search`` give it, so it alone counts: summing
+    the beams would multiply output tokens by the width and divide energy per token by it.
+    Sampling ``n`` > 1 completions generates each of them, so they all count.
+    """
+    if not outputs:
+        return 0
+    if beam_search:
+        return len(outputs[0].token_ids)
+    return sum(len(q.token_ids) for q in outputs)
+
+
 def _iterable(obj: Any) -> bool:
     try:
         iter(obj)
@@ -322,6 +344,10 @@ class _Stream:
 
 
 _NOT_LOADED = "The TensorRT-LLM backend has no model loaded: call load(config) first."
+
+#: Why a batch whose results could not be streamed has no prefill/decode split.
+BLOCKING_NO_SPLIT = ("this TensorRT-LLM version's results could not be streamed, so no first token "
+                     "is observable")
 
 
 class TensorRTBackend:
@@ -413,7 +439,8 @@ class TensorRTBackend:
         """Generate one batch, streaming every request and stamping each token update.
 
         ``max_new_tokens``, ``min_new_tokens`` and ``seed`` override the configuration for
-        this batch only. ``prefill_s`` is the time at which every request had its first
+        this batch only. Under beam search each request's text and ``output_tokens`` are the
+        best beam's (:func:`returned_tokens`). ``prefill_s`` is the time at which every request had its first
         token (NaN when streaming was unavailable).
         """
         llm = self._loaded()
@@ -438,16 +465,17 @@ class TensorRTBackend:
         start = time.perf_counter()
         results = [llm.generate_async(ids, sampling_params=params, streaming=True) for ids, _ in encoded]
         per_token = all(_iterable(r) for r in results)
+        tracker = PhaseTracker(phase, range(len(results)))
         if per_token:
-            streams = self._consume(results, start, phase)
+            streams = self._consume(results, start, tracker)
         else:
             # This version's results cannot be iterated: wait for them without token times.
+            phase(MIXED)  # prefill and decode, with no boundary to observe
             streams = []
             for r in results:
                 s = _Stream()
                 s.final = r.result()
                 streams.append(s)
-            phase("decode")
             if self.load_info is not None:
                 self.load_info.effective["llem.token_timing"] = (
                     "none per token: streamed results were not iterable in this "
@@ -457,12 +485,13 @@ class TensorRTBackend:
 
         requests = []
         firsts = []
+        beam = bool(self._params_kw.get("use_beam_search"))
         for prompt, (ids, cut), s in zip(prompts, encoded, streams):
             if s.error is not None:
                 raise s.error
             seqs = list(getattr(s.final, "outputs", []) or [])
             text = seqs[0].text if seqs else ""
-            n_out = sum(len(q.token_ids) for q in seqs)
+            n_out = returned_tokens(seqs, beam)
             times = token_times_from_counts(s.events) if per_token else ()
             if times:
                 firsts.append(times[0])
@@ -479,11 +508,17 @@ class TensorRTBackend:
             total_input_tokens=total_input,
             decode_steps=max((r.output_tokens for r in requests), default=0),
             t0_perf=start,
+            no_phase_split=tracker.no_split if per_token else BLOCKING_NO_SPLIT,
         )
 
     @staticmethod
-    def _consume(results: list[Any], start: float, phase: PhaseCallback) -> list[_Stream]:
-        """Iterate every streamed result in its own thread; call ``phase("decode")`` here."""
+    def _consume(results: list[Any], start: float, tracker: PhaseTracker) -> list[_Stream]:
+        """Iterate every streamed result in its own thread; mark the phases from this one.
+
+        The phases follow the requests' token counts (:class:`PhaseTracker`): TensorRT-LLM
+        admits at most ``max_batch_size`` requests at a time, so with more prompts than
+        that some decode while others wait, and the batch is marked ``prefill+decode``.
+        """
         streams = [_Stream() for _ in results]
 
         def drain(result: Any, stream: _Stream) -> None:
@@ -499,18 +534,19 @@ class TensorRTBackend:
                 stream.error = exc
 
         threads = [threading.Thread(target=drain, args=(r, s), daemon=True) for r, s in zip(results, streams)]
+        def observe() -> None:
+            counts = {i: s.events[-1][1] for i, s in enumerate(streams) if s.events}
+            done = [i for i, th in enumerate(threads) if not th.is_alive()]
+            tracker.observe(time.perf_counter() - start, counts, done)
+
         for th in threads:
             th.start()
-        decoded = False
         while any(th.is_alive() for th in threads):
-            if not decoded and all(s.events and s.events[-1][1] > 0 for s in streams):
-                decoded = True
-                phase("decode")
+            observe()
             time.sleep(0.0005)
         for th in threads:
             th.join()
-        if not decoded:
-            phase("decode")
+        observe()
         return streams
 
     def count_tokens(self, text: str) -> int:

@@ -31,12 +31,17 @@ a draft setting without a draft model, LoRA, an argument the installed vLLM lack
 The GPU is found through :func:`llem.machine.get_machine` (NVML); CUDA is never initialised
 in this process, so vLLM's workers need not be spawned and GPU 0 holds no memory for it.
 
-Timing: vLLM's ``RequestOutput.metrics`` carries first- and last-token times only, and only
-when stats logging is on. The backend therefore drives the engine one step at a time and
-stamps every delivered token with ``time.perf_counter``; tokens that one engine step
+Timing: vLLM's ``RequestOutput.metrics`` (V1: ``RequestStateStats``, with queued,
+scheduled, first- and last-token times) is filled only when stats logging is on, which
+``LLM`` turns off by default. The backend therefore drives the engine one step at a time
+and stamps every delivered token with ``time.perf_counter``; tokens that one engine step
 delivers together share that step's time (``LoadInfo.effective["llem.token_timing"]``
-says so). Beam search runs through ``LLM.beam_search``, which returns only at the end: its
-requests carry no per-token times.
+says so). Those per-request counts also mark the phases
+(:class:`llem.backends.phases.PhaseTracker`): with more prompts than vLLM runs at once
+(``max_num_seqs``), requests are admitted while others decode, and the batch is then
+marked ``prefill+decode`` and reported without a prefill/decode split. Beam search runs
+through ``LLM.beam_search``, which returns only at the end: its requests carry no
+per-token times and its batch no split.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from typing import Any
 
 from llem import spec
 from llem.backends.base import BatchOutput, LoadInfo, PhaseCallback, RequestOutput, parallel_devices
+from llem.backends.phases import MIXED, PhaseTracker
 from llem.backends.table import (
     decoder_of,
     engine_kwargs,
@@ -81,10 +87,17 @@ __all__ = [
 Kwargs = dict[str, Any]
 Skipped = dict[str, str]
 
-#: decoder.seed seeds the engine (``EngineArgs.seed``, global, like ``torch.manual_seed``
-#: in the PyTorch backend) rather than each request: vLLM samples seeded requests with
-#: per-request generators, a slower path that would change what is being measured.
-#: A per-batch ``generate(seed=...)`` does use ``SamplingParams.seed``.
+#: decoder.seed seeds the engine once (``LLM(seed=...)``, global, like ``torch.manual_seed``
+#: in the PyTorch backend) and no request is seeded: vLLM samples seeded requests with
+#: per-request generators, a slower path that would change what is being measured. So
+#: :meth:`VLLMBackend.generate` takes no per-batch ``seed`` (the runner passes one only to a
+#: backend whose ``generate`` names it).
+SEEDING = ("decoder.seed seeds the engine once (LLM(seed=...)); no request is seeded, since "
+           "seeded requests go through vLLM's slower per-request sampler")
+
+#: Why a beam-search batch has no prefill/decode split.
+BEAM_NO_SPLIT = ("vLLM's beam search (LLM.beam_search) returns only at the end of the batch, so no "
+                 "first token is observable")
 
 #: Spelling of the n-gram (prompt lookup) drafter in older vLLM and in llem configs.
 _NGRAM_NAMES = ("ngram", "[ngram]")
@@ -436,6 +449,11 @@ class VLLMBackend:
         engine = getattr(self._llm, "llm_engine", None)
         vllm_config = getattr(engine, "vllm_config", None) or engine
         effective.update(effective_from_vllm_config(vllm_config))
+        seed = getattr(getattr(vllm_config, "model_config", None), "seed", None)
+        seed = seed if seed is not None else kwargs.get(spec.engine_arg("vllm", "decoder.seed").name)
+        if seed is not None:
+            effective["decoder.seed"] = seed
+        effective["llem.seeding"] = SEEDING
         versions = {"vllm": str(getattr(vllm, "__version__", "unknown"))}
         try:
             import torch
@@ -453,7 +471,7 @@ class VLLMBackend:
             device=device,
             cuda_devices=parallel_devices(kwargs),
             max_context_tokens=effective.get("vllm.max_model_len"),
-            notes=(f"Token times: {timing}.",),
+            notes=(f"Token times: {timing}.", f"Seed: {SEEDING}."),
             model_path=model if os.path.isdir(model) else None,
         )
         return self.load_info
@@ -465,17 +483,20 @@ class VLLMBackend:
         *,
         max_new_tokens: int | None = None,
         min_new_tokens: int | None = None,
-        seed: int | None = None,
     ) -> BatchOutput:
         """Generate one batch, stamping each token as the engine step delivering it returns.
 
-        ``max_new_tokens``, ``min_new_tokens`` and ``seed`` override the configuration for
-        this batch only. ``prefill_s`` is the time at which every request had its first
-        token (NaN for beam search, where it is not observable). With ``n`` > 1 the text
-        and token times are the first sequence's; ``output_tokens`` counts all sequences.
+        ``max_new_tokens`` and ``min_new_tokens`` override the configuration for this batch
+        only; there is no per-batch seed (see :data:`SEEDING`). ``prefill_s`` is the time at
+        which every request had its first token (NaN for beam search, where it is not
+        observable). The phases are marked from each request's tokens
+        (:class:`~llem.backends.phases.PhaseTracker`): a batch where vLLM admitted requests
+        while others decoded has no prefill/decode split, and says so in
+        ``no_phase_split``. With ``n`` > 1 the text and token times are the first
+        sequence's; ``output_tokens`` counts all sequences.
         """
         llm = self._loaded()
-        params = self._batch_params(max_new_tokens, min_new_tokens, seed)
+        params = self._batch_params(max_new_tokens, min_new_tokens)
         limit = getattr(self._config, "max_input_tokens", None)
         encoded = [truncate_ids(self._tokenizer.encode(p), limit) for p in prompts]
         token_prompts = [{"prompt_token_ids": ids} for ids, _ in encoded]
@@ -483,7 +504,7 @@ class VLLMBackend:
         phase = on_phase or (lambda _name: None)
 
         if self._beam:
-            phase("prefill")
+            phase(MIXED)  # prefill and decode, with no boundary to observe
             start = time.perf_counter()
             outs = llm.beam_search(token_prompts, params)
             duration = time.perf_counter() - start
@@ -503,6 +524,7 @@ class VLLMBackend:
                 total_input_tokens=total_input,
                 decode_steps=max((r.output_tokens for r in requests), default=0),
                 t0_perf=start,
+                no_phase_split=BEAM_NO_SPLIT,
             )
 
         engine = llm.llm_engine
@@ -511,25 +533,26 @@ class VLLMBackend:
         events: dict[str, list[tuple[float, int]]] = {rid: [] for rid in ids_of}
         final: dict[str, Any] = {}
         phase("prefill")
+        tracker = PhaseTracker(phase, ids_of)
         start = time.perf_counter()
         for rid, token_prompt in zip(ids_of, token_prompts):
             engine.add_request(rid, token_prompt, params)
-        prefill_s: float | None = None
         while engine.has_unfinished_requests():
             step_outputs = engine.step()
             now = time.perf_counter() - start
+            counts: dict[str, int] = {}
             for out in step_outputs:
                 rid = out.request_id
                 if rid not in events:
                     continue
                 count = len(out.outputs[0].token_ids) if out.outputs else 0
                 events[rid].append((now, count))
+                counts[rid] = count
                 if out.finished:
                     final[rid] = out
-            if prefill_s is None and all(ev and ev[-1][1] > 0 for ev in events.values()):
-                prefill_s = now
-                phase("decode")
+            tracker.observe(now, counts, [rid for rid in counts if rid in final])
         duration = time.perf_counter() - start
+        prefill_s = tracker.all_first_s
 
         requests = []
         for rid, prompt, (ids, cut) in zip(ids_of, prompts, encoded):
@@ -547,6 +570,7 @@ class VLLMBackend:
             total_input_tokens=total_input,
             decode_steps=max((ev[-1][1] for ev in events.values() if ev), default=0),
             t0_perf=start,
+            no_phase_split=tracker.no_split,
         )
 
     def count_tokens(self, text: str) -> int:
@@ -588,16 +612,13 @@ class VLLMBackend:
             raise LlemError("The vLLM backend has no model loaded: call load(config) first.")
         return self._llm
 
-    def _batch_params(self, max_new_tokens: int | None, min_new_tokens: int | None, seed: int | None) -> Any:
-        """The loaded params, or a copy with this batch's overrides."""
+    def _batch_params(self, max_new_tokens: int | None, min_new_tokens: int | None) -> Any:
+        """The loaded params, or a copy with this batch's overrides (never a seed)."""
         over: Kwargs = {}
         if max_new_tokens is not None:
             over[spec.engine_arg("vllm", "decoder.max_new_tokens").name] = max_new_tokens
-        if not self._beam:
-            if min_new_tokens is not None:
-                over[spec.engine_arg("vllm", "decoder.min_new_tokens").name] = min_new_tokens
-            if seed is not None:
-                over["seed"] = seed  # SamplingParams.seed: a protocol argument (spec.engine_targets)
+        if not self._beam and min_new_tokens is not None:
+            over[spec.engine_arg("vllm", "decoder.min_new_tokens").name] = min_new_tokens
         if not over:
             return self._params
         return self._params_cls(**{**self._params_kw, **over})

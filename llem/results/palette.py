@@ -79,6 +79,8 @@ PHASES: tuple[Phase, ...] = (
     Phase("idle", "#d8d8d8", "nothing running (idle power)"),
     Phase("prefill", "#f58518", "from a batch's start to its first token"),
     Phase("decode", "#4c78a8", "from a batch's first token to its last"),
+    Phase("prefill+decode", "#9ecae9", "prefill and decode not told apart: an engine admitted "
+                                       "requests while others decoded, or showed no first token"),
     Phase("host", "#bab0ac", "host work between batches"),
     Phase("measure", "#9d755d", "the measured runs"),
     Phase(UNMARKED, "#ffffff", "before the first mark"),

@@ -94,13 +94,16 @@ class RunMeasurement:
     ``flops_estimate`` is
     ``2 * num_parameters * (input_tokens + output_tokens)``: the usual approximation of a
     decoder's forward pass (a multiply and an add per parameter per token), ignoring
-    attention over the context and the work spent on padding.
+    attention over the context and the work spent on padding. ``prefill_s``/``decode_s``
+    are None when a batch showed no first token (vLLM beam search); ``prefill_energy_j``
+    and ``decode_energy_j`` are None too when a batch had no prefill/decode split (an
+    engine overlapped them: the result's notes say so).
     """
 
     index: int
     duration_s: float
-    prefill_s: float
-    decode_s: float
+    prefill_s: float | None
+    decode_s: float | None
     num_requests: int
     input_tokens: int
     output_tokens: int

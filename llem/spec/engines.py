@@ -42,7 +42,7 @@ ENGINE_TARGETS: tuple[T, ...] = (
     T("vllm", "attention_config", "EngineArgs.attention_config",
       parent="llm", passthrough=False),
     T("vllm", "sampling", "SamplingParams",
-      protocol={"seed": "a per-batch seed (generate(seed=...)); decoder.seed seeds the engine"}),
+      note="no request is seeded: decoder.seed seeds the engine once (LLM(seed=...))"),
     T("vllm", "beam", "BeamSearchParams", note="beam search runs through LLM.beam_search"),
     # --- TensorRT-LLM --------------------------------------------------------------------------
     T("tensorrt", "llm", "LLM",

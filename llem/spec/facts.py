@@ -33,11 +33,14 @@ PRODUCERS = ("machine", "load", "outputs", "check")
 
 ENV_FACTS: tuple[Fact, ...] = (
     Fact("gpu_count", "machine", "how many NVIDIA GPUs the machine has"),
-    Fact("cc", "machine", "the compute capability of the machine's GPU (None: no GPU)"),
-    Fact("cuda", "machine", "whether there is an NVIDIA GPU at all"),
+    Fact("cc", "machine", "the compute capability of the GPU a run uses, CUDA's device 0 (None: no "
+                          "visible GPU)"),
+    Fact("cuda", "machine", "whether a run here sees an NVIDIA GPU (CUDA_VISIBLE_DEVICES may hide them)"),
     Fact("packages", "machine", "import name -> installed, for the packages the table names"),
     Fact("compile_failed", "load", "torch.compile failed and the model runs eager"),
     Fact("model_prequantized", "load", "the checkpoint carries its own quantization config"),
+    Fact("default_dtype", "load", "the dtype the weights load in when pytorch.dtype is unset (transformers "
+                                  "5: the checkpoint's; 4.x: float32)"),
     Fact("model_greedy", "load", "the model's own generation config decodes greedily (do_sample unset "
                                  "means greedy there)"),
     Fact("prompt_overlap", "outputs", "the outputs copy word n-grams from their prompts"),

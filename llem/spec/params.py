@@ -239,8 +239,8 @@ DECODER = (
           min=0, max=2**32 - 1, allow_none=False, source="LLenergyMeasure default 42",
           seed_name="random_seed", engine_target={"vllm": "llm", "tensorrt": "sampling"},
           note="PyTorch: the runner seeds torch before each batch (generate(seed=...)). vLLM: the "
-               "engine's seed (EngineArgs.seed), not each request's, which would sample through a "
-               "slower per-request path."),
+               "engine is seeded once (LLM(seed=...)) and no batch or request is, since seeded "
+               "requests sample through a slower per-request path."),
 )
 
 PYTORCH = (

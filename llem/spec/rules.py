@@ -17,6 +17,9 @@ from llem.spec.passthrough import passthrough_collisions
 
 C = Cond
 _SAMPLING = ("decoder.temperature", "decoder.top_k", "decoder.top_p", "decoder.min_p", "decoder.typical_p")
+_FLASH = ("flash_attention_2", "flash_attention_3")
+#: The dtypes FlashAttention-2/3 kernels take (transformers warns on others, the kernels refuse them).
+_HALF = ("float16", "bfloat16")
 _BNB4 = ("pytorch.bnb_4bit_compute_dtype", "pytorch.bnb_4bit_quant_type",
          "pytorch.bnb_4bit_use_double_quant")
 
@@ -160,8 +163,7 @@ RULES: tuple[Rule, ...] = (
     Rule("flash-attention-needs-gpu", "skip",
          reason="FlashAttention kernels run only on an NVIDIA GPU, and this machine has none",
          fix="use attn_implementation='sdpa' (or 'eager') on a CPU",
-         when=(C("pytorch.attn_implementation", "in", ("flash_attention_2", "flash_attention_3")),
-               C("env.cuda", "false")),
+         when=(C("pytorch.attn_implementation", "in", _FLASH), C("env.cuda", "false")),
          skip=("pytorch.attn_implementation",), backends=("pytorch",), seed_kind="skip_condition"),
     Rule("flash-attention-2-needs-package", "skip",
          reason="flash_attention_2 needs the flash-attn package",
@@ -184,6 +186,24 @@ RULES: tuple[Rule, ...] = (
          fix="build flash-attention's hopper/ directory, or use flash_attention_2 or sdpa",
          when=(C("pytorch.attn_implementation", "eq", "flash_attention_3"),
                C("env.packages.flash_attn_interface", "not_true")),
+         skip=("pytorch.attn_implementation",), backends=("pytorch",), seed_kind="skip_condition"),
+    Rule("flash-attention-needs-gpu-weights", "skip",
+         reason="FlashAttention kernels run on the GPU, and device_map puts the weights on the CPU "
+                "(or disk)",
+         fix="set pytorch.device_map to 'auto' or 'cuda:0', or use attn_implementation='sdpa'",
+         when=(C("pytorch.attn_implementation", "in", _FLASH), C("pytorch.device_map", "in", ("cpu", "disk"))),
+         skip=("pytorch.attn_implementation",), backends=("pytorch",), seed_kind="skip_condition"),
+    Rule("flash-attention-needs-half-precision", "skip",
+         reason="FlashAttention-2 and -3 take float16 and bfloat16 only",
+         fix="set pytorch.dtype='bfloat16' (or 'float16'), or use attn_implementation='sdpa'",
+         when=(C("pytorch.attn_implementation", "in", _FLASH), C("pytorch.dtype", "not_in", _HALF)),
+         skip=("pytorch.attn_implementation",), backends=("pytorch",), seed_kind="skip_condition"),
+    Rule("flash-attention-needs-half-precision-weights", "skip",
+         reason="FlashAttention-2 and -3 take float16 and bfloat16 only, and with pytorch.dtype unset "
+                "the weights load in another dtype",
+         fix="set pytorch.dtype='bfloat16' (or 'float16'), or use attn_implementation='sdpa'",
+         when=(C("pytorch.attn_implementation", "in", _FLASH), C("pytorch.dtype", "unset"),
+               C("env.default_dtype", "not_in", _HALF)),
          skip=("pytorch.attn_implementation",), backends=("pytorch",), seed_kind="skip_condition"),
     Rule("torch-compile-may-fail", "skip",
          reason="torch.compile can fail on some architectures and platforms; llem then falls back "

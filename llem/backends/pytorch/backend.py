@@ -20,9 +20,12 @@ from llem.backends.pytorch.generation import Decode, decode_settings, split_pass
 from llem.backends.pytorch.loading import (
     Loaded,
     check_generate_passthrough,
+    check_transformers,
     load_draft,
     load_model,
+    probe_facts,
     trial_compile,
+    uncompile,
 )
 from llem.backends.table import decoder_of, refuse_untranslatable
 from llem.backends.table import field as _get
@@ -63,6 +66,14 @@ class PyTorchBackend:
         self._decode: Decode | None = None
 
     # ------------------------------------------------------------------ loading
+    def probe_facts(self, config: Any) -> dict[str, Any]:
+        """The facts of the table's skip rules that the checkpoint's config tells before loading.
+
+        ``default_dtype``: the dtype an unset ``pytorch.dtype`` loads
+        (:func:`~llem.backends.pytorch.loading.probe_facts`); ``{}`` when it cannot be read.
+        """
+        return probe_facts(config)
+
     def load(self, config: Any) -> LoadInfo:
         """Load the model, tokenizer, adapter and generation settings for ``config``.
 
@@ -75,13 +86,14 @@ class PyTorchBackend:
         LoadInfo
             With ``effective`` (``section.field`` -> value transformers uses), ``skipped``
             (what the backend could not apply, and why) and ``facts`` (``compile_failed``,
-            ``model_prequantized``, ``model_greedy``, for the table's skip rules).
+            ``model_prequantized``, ``model_greedy``, ``default_dtype`` with an unset dtype,
+            for the table's skip rules).
 
         Raises
         ------
         MissingDependencyError
             torch, transformers, bitsandbytes, peft, gguf or an attention package absent
-            when needed.
+            when needed, or transformers older than 4.56.
         ModelNotFoundError
             The model or adapter cannot be found.
         ConfigError
@@ -94,6 +106,7 @@ class PyTorchBackend:
             pkg = "torch" if "torch" in str(exc) and "transformers" not in str(exc) else "transformers"
             raise missing_dependency(pkg, "pytorch", "the pytorch backend") from None
 
+        check_transformers(transformers.__version__)
         t_start = time.perf_counter()
         refuse_untranslatable(config, "pytorch", decoder=decoder_of(config))
         passthrough = split_passthrough(_get(config, "passthrough") or {})
@@ -232,8 +245,17 @@ class PyTorchBackend:
         )
 
     def release(self) -> None:
-        """Free the model, tokenizer and assistant; safe to call twice."""
+        """Free the model, tokenizer and assistant; safe to call twice.
+
+        A compiled model is uncompiled first (its own ``forward`` back, dynamo reset: see
+        :func:`~llem.backends.pytorch.loading.uncompile`), then garbage is collected and
+        the CUDA allocator's cache handed back, so the weights leave the GPU.
+        """
         had = self.model is not None
+        if self._loaded is not None:
+            import torch
+
+            uncompile(self._loaded, torch)
         self.model = self.tokenizer = self.assistant_model = self.assistant_tokenizer = None
         self._gen_config, self._gen_extra = None, {}
         self._loaded = self._decode = None

@@ -4,9 +4,15 @@ Per-token times come from a stopping criterion that transformers calls once per 
 step, right after the step's tokens are chosen: it reads ``time.perf_counter()`` and
 never stops generation. It works for greedy, sampling, beam search and assisted
 generation (where one step may accept several tokens at once; they share that step's
-time). On a GPU it synchronizes once, at the first token, so that the time to first token
-includes the whole prefill; later steps are already synchronized by transformers' own
-end-of-sequence check.
+time).
+
+On a GPU the clock synchronizes the device on every call. transformers launches a step's
+kernels and calls the stopping criteria *before* its own end-of-step synchronization (the
+``unfinished_sequences.max() == 0`` check of its ``StopCheck``), so a clock that read the
+time without synchronizing would stamp each step when its kernels were queued, one step
+early: the first inter-token gap would read ~0 and the time per output token would be low
+by about 1/(n-1). Synchronizing here costs nothing extra, since transformers waits for the
+same work a moment later.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ class TokenClock:
     """A stopping criterion that timestamps each decoding step and never stops generation.
 
     ``steps`` holds ``(perf_counter_time, sequence_length)`` per call; the first call is
-    the end of prefill (the first token exists).
+    the end of prefill (the first token exists). ``sync`` (``torch.cuda.synchronize`` on a
+    GPU, None on a CPU) is called before every stamp.
     """
 
     def __init__(self, on_phase: PhaseCallback | None, sync: Any = None) -> None:
@@ -34,16 +41,13 @@ class TokenClock:
         self._false: Any = None
 
     def __call__(self, input_ids: Any, scores: Any = None, **kwargs: Any) -> Any:
-        """Stamp this step; return "do not stop" for every row of ``input_ids``."""
-        if not self.steps:
-            if self.sync is not None:
-                self.sync()
-            now = time.perf_counter()
-            self.steps.append((now, int(input_ids.shape[-1])))
-            if self.on_phase is not None:
-                self.on_phase("decode")
-        else:
-            self.steps.append((time.perf_counter(), int(input_ids.shape[-1])))
+        """Stamp this step once its work is done; return "do not stop" for every row of ``input_ids``."""
+        if self.sync is not None:
+            self.sync()  # every step: the step's kernels may still be running (see the module notes)
+        first = not self.steps
+        self.steps.append((time.perf_counter(), int(input_ids.shape[-1])))
+        if first and self.on_phase is not None:
+            self.on_phase("decode")
         f = self._false
         if f is None or f.shape[0] != input_ids.shape[0] or f.device != input_ids.device:
             import torch

@@ -22,6 +22,7 @@ import copy
 import importlib.metadata
 import importlib.util
 import inspect
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,10 +39,34 @@ from llem.backends.pytorch.failures import (
 from llem.backends.pytorch.generation import Draft
 from llem.backends.table import engine_kwargs
 from llem.backends.table import field as _get
-from llem.errors import ConfigError, ModelNotFoundError, missing_dependency
+from llem.errors import ConfigError, MissingDependencyError, ModelNotFoundError, missing_dependency
 from llem.models import not_found as model_not_found
 from llem.models import resolve_adapter, resolve_model
 from llem.spec import engine_args
+
+#: The oldest transformers the backend runs with: ``from_pretrained(dtype=...)`` (the table's
+#: engine name for ``pytorch.dtype``) exists from 4.56 on, which renamed ``torch_dtype``.
+#: setup.cfg's ``pytorch`` extra asks for the same floor (a test keeps the two equal).
+TRANSFORMERS_MIN: tuple[int, int] = (4, 56)
+
+
+def check_transformers(version: str) -> None:
+    """Refuse a transformers older than :data:`TRANSFORMERS_MIN`, with the upgrade command.
+
+    Raises
+    ------
+    MissingDependencyError
+        For ``version`` below the floor (a version that cannot be read passes).
+    """
+    found = re.match(r"(\d+)\.(\d+)", str(version))
+    if found is None or (int(found[1]), int(found[2])) >= TRANSFORMERS_MIN:
+        return
+    floor = ".".join(map(str, TRANSFORMERS_MIN))
+    raise MissingDependencyError(
+        f"transformers {version} is installed, and llem's pytorch backend needs transformers>={floor} "
+        f"(from_pretrained takes dtype= from {floor} on). Upgrade it: pip install -U "
+        f"'transformers>={floor}' (or pip install -U 'llem[pytorch]')."
+    )
 
 
 def gpu_index_keys(limits: Mapping[str, Any]) -> dict[Any, Any]:
@@ -51,6 +76,43 @@ def gpu_index_keys(limits: Mapping[str, Any]) -> dict[Any, Any]:
     ``'0'``, which accelerate does not take for a device; ``cpu``/``disk`` stay strings.
     """
     return {int(k) if isinstance(k, str) and k.strip().isdigit() else k: v for k, v in limits.items()}
+
+
+def default_dtype(hf_config: Any, transformers_version: str) -> str | None:
+    """The dtype ``from_pretrained`` loads the weights in when no dtype is given.
+
+    transformers 5 reads the checkpoint's (``dtype="auto"``: the config's ``dtype``, else
+    the weights'); 4.x loads float32. None when only the weights could tell.
+    """
+    major = str(transformers_version).split(".")[0]
+    if not major.isdigit() or int(major) < 5:
+        return "float32"
+    dt = getattr(hf_config, "dtype", None) or getattr(hf_config, "torch_dtype", None)
+    return str(dt).replace("torch.", "") if dt is not None else None
+
+
+def probe_facts(config: Any) -> dict[str, Any]:
+    """The load facts the checkpoint's config tells before any weight is read.
+
+    ``default_dtype`` (:func:`default_dtype`), so the table's FlashAttention rules can leave
+    an attention kernel the weights' dtype cannot use unset before the load. ``{}`` when
+    the config cannot be read here (a GGUF file, remote code, no access).
+    """
+    try:
+        import transformers
+
+        spec = resolve_model(_get(config, "model") or "tiny-random-llama")
+        if spec.gguf_file:
+            return {}
+        pt = _get(config, "pytorch")
+        kw = {k: v for k, v in (("revision", _get(pt, "revision")),
+                                ("trust_remote_code", _get(pt, "trust_remote_code"))) if v is not None}
+        hf_config = transformers.AutoConfig.from_pretrained(spec.id_or_path, **kw)
+    except Exception:  # noqa: BLE001 - an unreadable config tells nothing
+        return {}
+    found = default_dtype(hf_config, transformers.__version__)
+    return {"default_dtype": found} if found is not None else {}
+
 
 def torch_value(torch: Any, value: Any) -> Any:
     """An engine value from the table: ``"torch.<name>"`` is that torch attribute (a dtype)."""
@@ -298,6 +360,8 @@ def _read_back(loaded: Loaded, config: Any, load_kw: dict[str, Any], torch: Any,
 
     # the checkpoint's own quantization (AWQ, GPTQ...), not bitsandbytes applied on load
     loaded.facts["model_prequantized"] = qc is not None and "quantization_config" not in load_kw
+    if _get(pt, "dtype") is None:  # what an unset dtype loaded (the FlashAttention rules read it)
+        loaded.facts["default_dtype"] = effective["pytorch.dtype"]
     # an unset do_sample means what the model's generation config says (greedy for most)
     loaded.facts["model_greedy"] = not bool(getattr(model.generation_config, "do_sample", False))
     n_params = sum(p.numel() for p in model.parameters())
@@ -416,6 +480,33 @@ def trial_compile(loaded: Loaded, gen_config: Any, gen_extra: dict[str, Any], to
         torch._dynamo.reset()
         _compile_failed(loaded, "torch.compile failed on the first call, ran eager: "
                                 f"{type(exc).__name__}: {first_line(exc)}")
+
+
+def uncompile(loaded: Loaded, torch: Any) -> None:
+    """Undo what compiling left behind, so a released model can be freed.
+
+    :func:`compile_forward` set ``model.forward`` to ``torch.compile``'s wrapper, which holds
+    the model's own bound ``forward`` (``loaded.eager_forward`` holds it too); transformers
+    keeps its own compiled ``__call__`` on the model (``_compiled_call``) when it compiles
+    the decode step of a static cache. dynamo keeps what it compiled (graphs, CUDA graph
+    pools) on the code object of ``forward``, shared by every instance of the class, until
+    ``torch._dynamo.reset()``. Without this, a released model and its weights stay alive
+    (on the GPU) and the next model of a sweep runs out of memory. The reset drops every
+    compiled function of this process, which is what a model that is gone needs.
+    """
+    model = loaded.model
+    attrs = getattr(model, "__dict__", {})
+    compiled_here = loaded.eager_forward is not None or loaded.compiled
+    compiled_by_transformers = attrs.get("_compiled_call") is not None
+    attrs.pop("forward", None)  # the instance attribute compile_forward set: the class's forward again
+    attrs.pop("_compiled_call", None)
+    loaded.eager_forward = None
+    loaded.compiled = False
+    if compiled_here or compiled_by_transformers:
+        dynamo = getattr(torch, "_dynamo", None)
+        reset = getattr(dynamo, "reset", None)
+        if callable(reset):
+            reset()
 
 
 def _count_quantized_params(model: Any, n: int) -> int:
