@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 import llem
-from llem import plugins, spec
-from llem.backends.base import BatchOutput, LoadInfo, RequestOutput
+from llem import spec
 from llem.config import ExperimentConfig
 from llem.energy import nvml
 from llem.energy.power_limit import (
@@ -75,19 +72,22 @@ def test_restored_on_keyboard_interrupt():
     assert [g.power_limit for g in lib.gpus] == [700_000, 700_000]
 
 
-def test_an_interrupt_while_restoring_still_restores_every_gpu():
-    lib = two_gpus()
-    gpu0 = lib.gpus[0]
-    real = gpu0.set_power_limit_mw
-    state = {"n": 0}
+def interrupt_at_call(gpu, n):
+    """Make the ``n``-th later ``set_power_limit_mw`` call on ``gpu`` raise KeyboardInterrupt."""
+    real, calls = gpu.set_power_limit_mw, []
 
     def flaky(mw):
-        state["n"] += 1
-        if state["n"] == 2:  # the first attempt to put GPU 0 back
+        calls.append(mw)
+        if len(calls) == n:
             raise KeyboardInterrupt
         real(mw)
 
-    gpu0.set_power_limit_mw = flaky
+    gpu.set_power_limit_mw = flaky
+
+
+def test_an_interrupt_while_restoring_still_restores_every_gpu():
+    lib = two_gpus()
+    interrupt_at_call(lib.gpus[0], 2)  # the first attempt to put GPU 0 back
     with pytest.raises(KeyboardInterrupt), power_limit(300, library=lib) as rec:
         pass
     assert [g.power_limit for g in lib.gpus] == [700_000, 700_000] and rec.restored
@@ -185,78 +185,38 @@ def test_the_runner_s_holder_records_and_closes_once():
 def test_the_runner_s_holder_keeps_an_interrupt_while_restoring_as_where_it_stopped():
     lib = two_gpus()
     held = RunPowerLimit(300, library=lib)
-    real = lib.gpus[1].set_power_limit_mw
-    state = {"n": 0}
-
-    def flaky(mw):
-        state["n"] += 1
-        if state["n"] == 1:  # the first attempt to put GPU 1 back
-            raise KeyboardInterrupt
-        real(mw)
-
-    lib.gpus[1].set_power_limit_mw = flaky
+    interrupt_at_call(lib.gpus[1], 1)  # the first attempt to put GPU 1 back
     assert held.close(None) == "putting the GPU power limit back"
     assert [g.power_limit for g in lib.gpus] == [700_000, 700_000]
 
 
 # --------------------------------------------------------------------- in a run
-class LimitedBackend:
-    """Generates words at a speed set by the GPU's power limit; records the limit it saw."""
-
-    name = "limited"
-    seen: list = []
-
-    def __init__(self):
-        self.gpu = None
-
-    def load(self, config):
-        self.max_new_tokens = config.decoder.max_new_tokens
-        return LoadInfo(model_id=config.model, effective={})
-
-    def count_tokens(self, text):
-        return len(text.split())
-
-    def generate(self, prompts, on_phase=None, max_new_tokens=None, min_new_tokens=None, seed=None):
-        limit_w = LIB.gpus[0].power_limit / 1000.0
-        LimitedBackend.seen.append(limit_w)
-        step = 0.004 * (400.0 / min(400.0, limit_w)) ** 0.5  # under 400 W, a slower token
-        t0 = time.perf_counter()
-        if on_phase:
-            on_phase("prefill")
-        out = []
-        for p in prompts:
-            words = p.split()[: max_new_tokens or self.max_new_tokens]
-            times = []
-            for _ in words:
-                time.sleep(step)
-                times.append(time.perf_counter() - t0)
-            out.append(RequestOutput(p, " ".join(words), len(p.split()), len(words), tuple(times)))
-        if on_phase:
-            on_phase("decode")
-        return BatchOutput(tuple(out), time.perf_counter() - t0, out[0].token_times_s[0], t0_perf=t0)
-
-    def release(self):
-        pass
-
-
-LIB = FakeNvmlLibrary([])
-
-
 @pytest.fixture
-def fake_nvml(monkeypatch):
-    """One fake GPU whose power follows its limit (400 W asked, capped by the limit)."""
+def fake_nvml(monkeypatch, register_backend, words_backend):
+    """One fake GPU whose power follows its limit (400 W asked, capped by the limit).
+
+    ``fake_nvml.backend`` is the ``limited`` backend: its tokens come slower under a lower
+    cap, and ``backend.seen`` lists the limit in force at each batch.
+    """
     gpu = FakeGpu(0)
     gpu._power = lambda t: min(400.0, gpu.power_limit / 1000.0)
-    LIB.gpus[:] = [gpu]
-    monkeypatch.setattr(nvml, "_default_library", lambda: LIB)
-    saved = {k: dict(v) for k, v in plugins._registered.items()}
-    plugins.register_backend("limited", LimitedBackend)
-    LimitedBackend.seen = []
+    lib = FakeNvmlLibrary([gpu])
+    monkeypatch.setattr(nvml, "_default_library", lambda: lib)
+
+    class Limited(words_backend):
+        name = "limited"
+        seen: list = []
+
+        def before_generate(self):
+            Limited.seen.append(gpu.power_limit / 1000.0)
+
+        def step_s(self):
+            return 0.004 * (400.0 / min(400.0, gpu.power_limit / 1000.0)) ** 0.5  # under 400 W
+
+    gpu.backend = Limited
+    register_backend("limited", Limited)
     with use_machine(Machine.fake([Gpu(0, "NVIDIA H100 80GB HBM3", 9.0, uuid="GPU-fake0")])):
         yield gpu
-    for k, v in saved.items():
-        plugins._registered[k].clear()
-        plugins._registered[k].update(v)
 
 
 def config(**fields):
@@ -271,7 +231,7 @@ PROMPTS = ["one two three four five six seven", "eight nine ten eleven twelve th
 
 def test_a_run_applies_the_limit_records_it_and_puts_it_back(fake_nvml):
     r = llem.run(config(gpu_power_limit_w=250), prompts=PROMPTS)
-    assert LimitedBackend.seen and set(LimitedBackend.seen) == {250.0}  # warmup and measured
+    assert fake_nvml.backend.seen and set(fake_nvml.backend.seen) == {250.0}  # warmup and measured
     assert fake_nvml.power_limit == 700_000
     assert r.effective_config["experiment.gpu_power_limit_w"] == 250.0
     env = r.environment["gpu_power_limit"]
@@ -299,7 +259,7 @@ def test_an_interrupted_run_puts_the_limit_back(fake_nvml):
 
 
 def test_a_failing_run_puts_the_limit_back(fake_nvml, monkeypatch):
-    monkeypatch.setattr(LimitedBackend, "generate", lambda self, *a, **k: 1 / 0)
+    monkeypatch.setattr(fake_nvml.backend, "generate", lambda self, *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         llem.run(config(gpu_power_limit_w=300), prompts=PROMPTS)
     assert fake_nvml.power_limit == 700_000
@@ -308,7 +268,7 @@ def test_a_failing_run_puts_the_limit_back(fake_nvml, monkeypatch):
 def test_a_run_is_refused_before_loading_when_not_permitted(fake_nvml, monkeypatch):
     fake_nvml.root = False
     loaded = []
-    monkeypatch.setattr(LimitedBackend, "load", lambda self, cfg: loaded.append(cfg))
+    monkeypatch.setattr(fake_nvml.backend, "load", lambda self, cfg: loaded.append(cfg))
     with pytest.raises(PowerLimitPermissionError, match="needs root"):
         llem.run(config(gpu_power_limit_w=300), prompts=PROMPTS)
     assert loaded == [] and fake_nvml.power_limit == 700_000

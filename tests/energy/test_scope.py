@@ -7,7 +7,7 @@ import time
 import pytest
 
 import llem
-from llem import plugins, spec
+from llem import spec
 from llem.config import ExperimentConfig
 from llem.energy import registry
 from llem.energy.estimate import SCOPE_WORDS, EstimateMeter
@@ -60,46 +60,9 @@ def test_the_whole_machine_holds_more_memory_than_this_process():
     assert ram_b > ram_a > 0
 
 
-class _Echo:
-    name = "scope-echo"
-
-    def load(self, config):
-        from llem.backends.base import LoadInfo
-
-        return LoadInfo(model_id=config.model, effective={})
-
-    def count_tokens(self, text):
-        return len(text.split())
-
-    def generate(self, prompts, on_phase=None, max_new_tokens=None, min_new_tokens=None, seed=None):
-        from llem.backends.base import BatchOutput, RequestOutput
-
-        t0 = time.perf_counter()
-        if on_phase:
-            on_phase("prefill")
-        time.sleep(0.02)
-        if on_phase:
-            on_phase("decode")
-        t = time.perf_counter() - t0
-        out = tuple(RequestOutput(p, p, 1, 1, (t,)) for p in prompts)
-        return BatchOutput(out, t, t / 2, t0_perf=t0)
-
-    def release(self):
-        pass
-
-
-@pytest.fixture
-def echo():
-    saved = {k: dict(v) for k, v in plugins._registered.items()}
-    plugins.register_backend("scope-echo", _Echo)
-    yield
-    for k, v in saved.items():
-        plugins._registered[k].clear()
-        plugins._registered[k].update(v)
-
-
-def test_a_run_and_its_report_say_the_scope(echo, tmp_path):
-    cfg = ExperimentConfig.from_dict({"backend": "scope-echo", "model": "any", "meter": "auto",
+def test_a_run_and_its_report_say_the_scope(register_backend, words_backend, tmp_path):
+    register_backend("words", words_backend)
+    cfg = ExperimentConfig.from_dict({"backend": "words", "model": "any", "meter": "auto",
                                       "energy_scope": "system", "repeats": 1, "warmup": {"runs": 0},
                                       "sampling_interval_s": 0.01})
     r = llem.run(cfg, prompts=["a b", "c d"])

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from llem import plugins
+from llem import plugins, spec
+from llem.config import ExperimentConfig
 from llem.energy import registry
 from llem.energy.base import MeterUnavailableError
 from llem.energy.window import measure
@@ -129,8 +130,7 @@ def install_zeus(monkeypatch):
 def test_zeus_is_a_builtin_meter_and_a_choice():
     assert registry.get_meter_class("zeus") is ZeusMeter
     assert plugins.BUILTINS["meter"]["zeus"] == "llem.energy.zeus:ZeusMeter"
-    from llem.config import ExperimentConfig
-
+    assert "zeus" in spec.param("experiment.meter").choices
     assert ExperimentConfig(meter="zeus").meter == "zeus"
 
 
