@@ -176,7 +176,8 @@ class ZeusMeter(Meter):
         """Installed or not, and what Zeus would read (never raises)."""
         v = zeus_version()
         try:
-            monitor = self._make_monitor()
+            monitor = self._monitor or self._make_monitor()
+            self._monitor = monitor  # start() reuses it
         except LlemError as exc:
             return Probe("zeus", False, str(exc), (), "measured")
         except Exception as exc:  # never raise from probe

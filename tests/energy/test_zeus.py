@@ -208,11 +208,12 @@ def test_zeus_own_start_failure_becomes_a_llem_error(install_zeus):
 
 
 def test_cpu_only_and_probe(install_zeus):
-    install_zeus(gpus=[], packages=[_Package(20.0, None)])
-    p = ZeusMeter().probe()
-    assert p.available and p.devices == ("cpu:0",) and p.method == "measured"
+    calls = install_zeus(gpus=[], packages=[_Package(20.0, None)])
     meter = ZeusMeter()
+    p = meter.probe()
+    assert p.available and p.devices == ("cpu:0",) and p.method == "measured"
     meter.start()
+    assert len(calls["init"]) == 1  # the probe's monitor is the one started
     time.sleep(0.05)
     (r,) = meter.stop()
     assert r.device == "cpu:0" and r.energy_j > 0
