@@ -187,7 +187,8 @@ def _devices(lib: Any, watts: float, gpus: Sequence[int] | None) -> list[Any]:
         wanted = visible_gpu_indices(count, os.environ.get("CUDA_VISIBLE_DEVICES"), uuids)
         if not wanted:
             raise _no_gpu(watts, f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r} "
-                                 "hides every GPU")
+                                 "hides every GPU (or names only MIG instances, whose GPU's limit "
+                                 "is not theirs to set)")
     else:
         wanted = list(dict.fromkeys(gpus))
         bad = [i for i in wanted if not 0 <= i < count]
