@@ -32,8 +32,9 @@ from typing import Any
 
 from llem.energy.base import Meter, MeterUnavailableError, Probe, RawSample, package_version
 from llem.energy.measurement import DeviceReading
-from llem.energy.nvml import gpu_indices, nvml_index_for_cuda_device
+from llem.energy.nvml import gpu_indices
 from llem.errors import LlemError, missing_dependency
+from llem.machine import get_machine, visible_gpus
 
 #: What the user installs to get Zeus (the ``zeus`` distribution; ``zeus-ml`` before 0.10.1).
 EXTRA = "zeus"
@@ -65,35 +66,37 @@ def _import_monitor() -> Any:
     return ZeusMonitor
 
 
-def _visible_entries() -> list[str] | None:
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is None:
-        return None
-    return [e.strip() for e in visible.split(",") if e.strip()]
+def _visible() -> list[int]:
+    """NVML indices of the GPUs CUDA numbers 0, 1, ... here (:func:`llem.machine.visible_gpus`)."""
+    return [g.index for g in visible_gpus(get_machine().gpus)]
 
 
 def cuda_index_for_nvml_device(nvml_index: int) -> int:
     """The CUDA ordinal (Zeus's GPU index) of NVML GPU ``nvml_index``.
-
-    The two agree without ``CUDA_VISIBLE_DEVICES``; with it, the GPU must be one of the
-    visible ones.
 
     Raises
     ------
     LlemError
         When ``CUDA_VISIBLE_DEVICES`` hides that GPU.
     """
-    entries = _visible_entries()
-    if entries is None:
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is None and os.environ.get("CUDA_DEVICE_ORDER") is None:
         return nvml_index
-    for cuda in range(len(entries)):
-        if nvml_index_for_cuda_device(cuda) == nvml_index:
-            return cuda
+    seen = _visible()
+    if nvml_index in seen:
+        return seen.index(nvml_index)
     raise LlemError(
         f"GPU {nvml_index} (NVML index) is hidden by CUDA_VISIBLE_DEVICES="
         f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}; Zeus reads only the GPUs CUDA sees. "
         "Fix: make it visible, or ask for a visible GPU."
     )
+
+
+def nvml_index_for_cuda_index(cuda: int) -> int:
+    """The NVML index of CUDA ordinal ``cuda`` (``cuda`` itself where it cannot be matched)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is None and os.environ.get("CUDA_DEVICE_ORDER") is None:
+        return cuda
+    seen = _visible()
+    return seen[cuda] if 0 <= cuda < len(seen) else cuda
 
 
 class ZeusMeter(Meter):
@@ -196,10 +199,7 @@ class ZeusMeter(Meter):
     def _nvml_index(self, cuda: int) -> int:
         if cuda in self._gpu_names:
             return self._gpu_names[cuda]
-        try:
-            return nvml_index_for_cuda_device(cuda)
-        except Exception:  # an entry NVML cannot match (a MIG UUID): keep CUDA's number
-            return cuda
+        return nvml_index_for_cuda_index(cuda)
 
     def _device_names(self, monitor: Any) -> list[str]:
         out = [f"gpu:{self._nvml_index(int(i))}" for i in getattr(monitor, "gpu_indices", []) or []]

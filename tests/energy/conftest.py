@@ -114,12 +114,14 @@ class WordsBackend:
     """
 
     name = "words"
+    #: The CUDA ordinals the 'model' is on (the runner meters those GPUs); none: the CPU.
+    cuda_devices: tuple[int, ...] = ()
 
     def load(self, config):
         from llem.backends.base import LoadInfo
 
         self.max_new_tokens = config.decoder.max_new_tokens
-        return LoadInfo(model_id=config.model, effective={})
+        return LoadInfo(model_id=config.model, effective={}, cuda_devices=self.cuda_devices)
 
     def count_tokens(self, text):
         return len(text.split())

@@ -206,6 +206,7 @@ def fake_nvml(monkeypatch, register_backend, words_backend):
     class Limited(words_backend):
         name = "limited"
         seen: list = []
+        cuda_devices = (0,)
 
         def before_generate(self):
             Limited.seen.append(gpu.power_limit / 1000.0)

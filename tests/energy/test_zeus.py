@@ -25,6 +25,7 @@ from llem.energy.base import MeterUnavailableError
 from llem.energy.window import measure
 from llem.energy.zeus import TIMELINE_NOTE, ZeusMeter, cuda_index_for_nvml_device
 from llem.errors import LlemError, MissingDependencyError
+from llem.machine import Gpu, Machine, use_machine
 from llem.testing import FakeGpu
 
 
@@ -116,6 +117,7 @@ def fake_zeus(gpus=(), packages=(), rapl_permission=True, version="0.16.0", init
 def install_zeus(monkeypatch):
     """Install a stand-in zeus; returns the calls it saw."""
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
 
     def install(**kw):
         zeus, monitor, calls = fake_zeus(**kw)
@@ -177,9 +179,14 @@ def test_a_gpu_without_energy_counter_is_sampled_not_measured(install_zeus):
 
 
 @pytest.mark.gpu_path
-def test_nvml_indices_are_translated_to_cuda_ones(install_zeus, monkeypatch):
+def test_nvml_indices_are_translated_to_cuda_ones(install_zeus, monkeypatch, request):
     calls = install_zeus(gpus=[FakeGpu(0), FakeGpu(1), FakeGpu(2)])
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,0")
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    machine = Machine.fake([Gpu(i, "NVIDIA H100", 9.0, uuid=f"GPU-{i}") for i in range(3)])
+    stack = use_machine(machine)
+    stack.__enter__()
+    request.addfinalizer(lambda: stack.__exit__(None, None, None))
     assert cuda_index_for_nvml_device(0) == 1
     meter = ZeusMeter(devices=["gpu:0"])
     meter.start()
