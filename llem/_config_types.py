@@ -31,6 +31,14 @@ class _ExperimentFields(Section):
     """Energy meter; auto picks nvml for GPUs, rapl else estimate; any registered meter
     (llem.register_meter) is accepted too.
     """
+    energy_scope: str
+    """What the CPU and RAM estimate covers: 'process' (this process's CPU time and memory) or 'system'
+    (the whole machine: busy CPU time of all processes, used memory, as codecarbon).
+    """
+    gpu_power_limit_w: float | None
+    """Cap each GPU the run uses at this power for the run (set through NVML, needs root; put back
+    afterwards). Unset: the GPU's limit as it is.
+    """
     sampling_interval_s: float
     """Power sampling interval."""
     grid_intensity_g_per_kwh: float | None

@@ -102,6 +102,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "rapl": "llem.energy.rapl:RaplMeter",
         "estimate": "llem.energy.estimate:EstimateMeter",
         "codecarbon": "llem.energy.codecarbon:CodeCarbonMeter",
+        "zeus": "llem.energy.zeus:ZeusMeter",
         "replay": "llem.testing:ReplayMeter",
     },
     "exporter": {

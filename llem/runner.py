@@ -45,6 +45,7 @@ from llem._version import __version__
 from llem.backends.phases import run_phases
 from llem.config import ExperimentConfig
 from llem.energy.memory import PeakMemory, reader_for
+from llem.energy.power_limit import RunPowerLimit
 from llem.energy.window import measure
 from llem.errors import ConfigError, LlemError, RunInterrupted, unknown_name
 from llem.machine import (
@@ -418,7 +419,7 @@ def _window(cfg: ExperimentConfig, baseline: bool = True, devices: Sequence[int]
         baseline_s=cfg.baseline.seconds if baseline else 0.0,
         baseline_cache_ttl_s=cfg.baseline.cache_ttl_s,
         grid_intensity_g_per_kwh=cfg.grid_intensity_g_per_kwh,
-        devices=None if devices is None else list(devices),
+        devices=None if devices is None else list(devices), scope=cfg.energy_scope,
     )
 
 
@@ -566,6 +567,7 @@ def run(
         meas0 = runs[0].measurement if runs else None
         env = environment(info, backend, meas0, cfg_hash, machine, metered)
         env["facts"] = plain(facts)
+        limit.restore_and_record(env, notes)  # every GPU back at its limit before the result says so
         return Result(
             model=cfg.model, backend=cfg.backend, runs=tuple(runs), config=cfg_dict,
             effective_config=plain(effective), skipped={**backend_skips, **table_skips},
@@ -575,6 +577,7 @@ def run(
             num_parameters=getattr(info, "num_parameters", None), thermal=thermal,
         )
 
+    limit = RunPowerLimit(cfg.gpu_power_limit_w, effective)  # refused here, before the load
     try:
         report("load", 0, 1)
         info = backend.load(load_cfg)
@@ -660,6 +663,7 @@ def run(
             runs.append(_run_measurement(len(runs), state, meas, None, "", getattr(
                 info, "num_parameters", None), False))
     finally:
+        stopped = limit.close(stopped)  # also after an error or an interrupt
         if owns_backend:
             try:
                 backend.release()

@@ -39,6 +39,7 @@ from llem._fake_pynvml import FakePynvml
 from llem._fake_pynvml import NVMLError as NVMLError
 from llem.energy.base import Meter, MeterUnavailableError, Probe, RawSample
 from llem.energy.measurement import DeviceReading, Measurement, PhaseMark, Sample, weakest_method
+from llem.energy.nvml import NvmlPermissionError, NvmlSettingError
 from llem.energy.registry import clear_probe_cache
 from llem.errors import unknown_name
 
@@ -287,6 +288,12 @@ class FakeGpu:
         Whether MIG mode is on.
     clock : callable
         Time source.
+    power_limit_w : float
+        The power limit in force at creation, W (H100 SXM: 700 W).
+    power_limit_range_w : tuple
+        ``(min_w, max_w)`` the GPU accepts as a power limit.
+    root : bool
+        Whether this process may set the power limit (NVML needs root).
     """
 
     def __init__(
@@ -302,9 +309,16 @@ class FakeGpu:
         uuid: str | None = None,
         clock: Callable[[], float] = time.perf_counter,
         mig: bool = False,
+        power_limit_w: float = 700.0,
+        power_limit_range_w: tuple[float, float] = (200.0, 700.0),
+        root: bool = True,
     ) -> None:
         self.index = index
         self.mig = mig
+        self.power_limit = int(power_limit_w * 1000)
+        self.power_limit_range = (int(power_limit_range_w[0] * 1000), int(power_limit_range_w[1] * 1000))
+        self.root = root
+        self.power_limits_set: list[int] = []
         self._name = name
         self._cc = compute_capability
         self._power = power_w
@@ -382,6 +396,31 @@ class FakeGpu:
     def mig_uuids(self) -> tuple[str, ...]:
         """No MIG devices."""
         return ()
+    def power_limit_mw(self) -> int:
+        """The power limit in force, mW."""
+        self._count("power_limit_mw")
+        return self.power_limit
+
+    def power_limit_constraints_mw(self) -> tuple[int, int]:
+        """``(min_mw, max_mw)`` the fake accepts."""
+        return self.power_limit_range
+
+    def set_power_limit_mw(self, limit_mw: int) -> None:
+        """Set the limit; :class:`~llem.energy.nvml.NvmlPermissionError` unless ``root``.
+
+        Every value set is appended to ``power_limits_set``. Like NVML, a value outside
+        ``power_limit_range`` is refused (as an NVML invalid argument).
+        """
+        self._count("set_power_limit_mw")
+        if not self.root:
+            raise NvmlPermissionError(f"NVML refused to set GPU {self.index}'s power limit: "
+                                      "Insufficient Permissions (setting it needs root).")
+        low, high = self.power_limit_range
+        if not low <= limit_mw <= high:
+            raise NvmlSettingError(f"NVML refused to set GPU {self.index}'s power limit to "
+                                   f"{limit_mw} mW: Invalid Argument.")
+        self.power_limit = int(limit_mw)
+        self.power_limits_set.append(int(limit_mw))
 
 
 class FakeNvmlLibrary:

@@ -70,6 +70,10 @@ HANDLED_ELSEWHERE: dict[str, dict[str, str]] = {
         "experiment.meter": RUNNER,
         "experiment.sampling_interval_s": RUNNER,
         "experiment.grid_intensity_g_per_kwh": RUNNER,
+        "experiment.energy_scope": "the estimate meter's scope (llem.runner passes it to the meter "
+                                   "factory, llem.energy.registry.create_meter)",
+        "experiment.gpu_power_limit_w": "set through NVML around the run and put back "
+                                        "(llem.energy.power_limit.RunPowerLimit, in llem.runner)",
         "experiment.target_gpu": "config validation and the capability matrix (llem/config.py)",
         "experiment.output_dir": RUNNER,
         "experiment.profile": RUNNER,

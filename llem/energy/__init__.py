@@ -12,6 +12,8 @@ Modules (nothing heavy is imported here or by them at import time):
 ``rapl``         Linux powercap RAPL counters (``RaplMeter``)
 ``estimate``     CPU-time and RAM model (``EstimateMeter``)
 ``codecarbon``   codecarbon's tracker as a meter (``CodeCarbonMeter``)
+``zeus``         Zeus's ``ZeusMonitor`` window as a meter (``ZeusMeter``)
+``power_limit``  a GPU power limit for a run, set through NVML and put back
 ``doctor``       ``doctor()``: what was found and why others were not
 
 See ``docs/energy.md`` for how each number is obtained.

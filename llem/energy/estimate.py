@@ -295,6 +295,23 @@ def trapezoid_j(p0_w: float, p1_w: float, dt_s: float) -> float:
 
 
 # ---------------------------------------------------------------------------- meter
+#: What an estimate covers in each scope (``experiment.energy_scope``), as its sources say it.
+SCOPE_WORDS: dict[str, dict[str, str]] = {
+    "process": {
+        "cpu": "covers this process only",
+        "ram": "covers this process only",
+        "all": "this process only, not the rest of the machine; experiment.energy_scope='system' counts "
+               "the whole machine, as codecarbon does",
+    },
+    "system": {
+        "cpu": "covers the whole machine (busy CPU time of all processes)",
+        "ram": "covers the whole machine (memory used by all processes)",
+        "all": "the whole machine: busy CPU time of all processes and used system memory, "
+               "as codecarbon counts",
+    },
+}
+
+
 class EstimateMeter(Meter):
     """CPU and RAM energy from CPU time and resident memory (always ``estimated``).
 
@@ -383,29 +400,26 @@ class EstimateMeter(Meter):
             "estimated",
         )
 
-    def cpu_source(self) -> str:
-        """Provenance of the CPU figure."""
+    def _cpu_text(self) -> str:
         what = "process" if self.scope == "process" else "system busy"
-        return (
-            f"estimate: {what} CPU time x {self.figure.watts_per_thread:.4g} W/thread ({self.figure.source})"
-        )
+        return f"{what} CPU time x {self.figure.watts_per_thread:.4g} W/thread ({self.figure.source})"
+
+    def _ram_text(self) -> str:
+        mem = "process RSS" if self.scope == "process" else "used system memory"
+        return f"RAM {self.ram_watts_per_gib:g} W/GiB of {mem} (3 W per 8 GB, codecarbon v2 after Crucial)"
+
+    def cpu_source(self) -> str:
+        """Provenance of the CPU figure, with what it covers."""
+        return f"estimate: {self._cpu_text()}; {SCOPE_WORDS[self.scope]['cpu']}"
 
     def ram_source(self) -> str:
-        """Provenance of the RAM figure."""
-        mem = "process RSS" if self.scope == "process" else "used system memory"
-        return (
-            f"estimate: RAM {self.ram_watts_per_gib:g} W/GiB of {mem} "
-            "(3 W per 8 GB, codecarbon v2 after Crucial)"
-        )
+        """Provenance of the RAM figure, with what it covers."""
+        return f"estimate: {self._ram_text()}; {SCOPE_WORDS[self.scope]['ram']}"
 
     def describe(self) -> str:
-        """``estimate: process CPU time x 4 W/thread (...) + RAM 0.375 W/GiB of process RSS``."""
-        parts = []
-        if self.cpu:
-            parts.append(self.cpu_source().removeprefix("estimate: "))
-        if self.ram:
-            parts.append(self.ram_source().removeprefix("estimate: "))
-        return "estimate: " + " + ".join(parts)
+        """``estimate: process CPU time x 4 W/thread (...) + RAM ... (scope: this process only ...)``."""
+        parts = [t for t, on in ((self._cpu_text(), self.cpu), (self._ram_text(), self.ram)) if on]
+        return "estimate: " + " + ".join(parts) + f" (scope: {SCOPE_WORDS[self.scope]['all']})"
 
     def versions(self) -> dict[str, str]:
         """Psutil's version (used for RSS and system CPU times)."""

@@ -74,6 +74,23 @@ class GpuDevice(Protocol):
     def compute_capability(self) -> tuple[int, int]:
         """CUDA compute capability, ``(major, minor)``."""
 
+    def power_limit_mw(self) -> int:
+        """The power limit in force now, mW."""
+
+    def power_limit_constraints_mw(self) -> tuple[int, int]:
+        """The lowest and highest power limit the GPU accepts, mW."""
+
+    def set_power_limit_mw(self, limit_mw: int) -> None:
+        """Set the power limit, mW; :class:`NvmlPermissionError` when not permitted."""
+
+
+class NvmlSettingError(LlemError, RuntimeError):
+    """NVML refused to change a GPU setting; the message says why."""
+
+
+class NvmlPermissionError(NvmlSettingError, PermissionError):
+    """Changing a GPU setting needs root (NVML's NVML_ERROR_NO_PERMISSION)."""
+
 
 @runtime_checkable
 class NvmlLibrary(Protocol):
@@ -188,6 +205,31 @@ class PynvmlDevice:
                 continue
             out.append(u.decode() if isinstance(u, bytes) else str(u))
         return tuple(out)
+
+
+    def power_limit_mw(self) -> int:
+        """NvmlDeviceGetPowerManagementLimit (mW)."""
+        return int(self._nv.nvmlDeviceGetPowerManagementLimit(self._h))
+
+    def power_limit_constraints_mw(self) -> tuple[int, int]:
+        """NvmlDeviceGetPowerManagementLimitConstraints: ``(min_mw, max_mw)``."""
+        low, high = self._nv.nvmlDeviceGetPowerManagementLimitConstraints(self._h)
+        return int(low), int(high)
+
+    def set_power_limit_mw(self, limit_mw: int) -> None:
+        """NvmlDeviceSetPowerManagementLimit (mW); NVML's refusals become llem's errors."""
+        nv = self._nv
+        try:
+            nv.nvmlDeviceSetPowerManagementLimit(self._h, int(limit_mw))
+        except getattr(nv, "NVMLError_NoPermission", ()) as exc:
+            raise NvmlPermissionError(
+                f"NVML refused to set GPU {self.index}'s power limit: {exc} (setting it needs "
+                "root). Fix: run as root, or ask an administrator to set it with "
+                f"'sudo nvidia-smi -i {self.index} -pl WATTS'."
+            ) from None
+        except nv.NVMLError as exc:
+            raise NvmlSettingError(f"NVML refused to set GPU {self.index}'s power limit to "
+                                   f"{int(limit_mw)} mW: {exc}.") from None
 
 
 def nvml_error(exc: BaseException, call: str, gpu: str) -> MeterReadError:

@@ -60,31 +60,36 @@ def get_meter_class(name: str) -> type:
     return plugins.get("meter", name)
 
 
-def _construct(cls: type, devices: Any) -> Any:
-    if devices is None:
+def _construct(cls: type, devices: Any, scope: str | None = None) -> Any:
+    if devices is None and scope is None:
         return cls()
     params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(cls).parameters
     except (TypeError, ValueError):
         params = {}
-    if "devices" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return cls(devices=devices)
-    return cls()
+    kw: dict[str, Any] = {}
+    if devices is not None and ("devices" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())):
+        kw["devices"] = devices
+    if scope is not None and "scope" in params:  # the estimate's; counters read whole devices
+        kw["scope"] = scope
+    return cls(**kw)
 
 
-def auto_meter(devices: Any = None) -> CompositeMeter:
+def auto_meter(devices: Any = None, scope: str | None = None) -> CompositeMeter:
     """The best available meter for each device.
 
     GPUs: ``nvml`` when NVML starts and sees a GPU. CPU: ``rapl`` when its counters are
     readable, else ``estimate``; RAM: RAPL's DRAM domain when there is one, else the
-    estimate's RAM model. Probes are cached for the process
-    (:func:`clear_probe_cache` forgets them).
+    estimate's RAM model. ``scope`` (``"process"`` or ``"system"``) is the estimate's.
+    Probes are cached for the process (:func:`clear_probe_cache` forgets them).
     """
     plan, notes = _auto_decision(_devices_key(devices))
     meters: list[Any] = []
     for name, kw in plan:
         cls = get_meter_class(name)
+        if name == "estimate" and scope is not None:
+            kw = {**kw, "scope": scope}
         meters.append(cls(devices=devices, **kw))
     return CompositeMeter(meters, label="auto", notes=notes)
 
@@ -138,24 +143,27 @@ def clear_probe_cache() -> None:
     plugins.clear_cache()
 
 
-def create_meter(meter: Any = "auto", devices: Any = None) -> Any:
+def create_meter(meter: Any = "auto", devices: Any = None, scope: str | None = None) -> Any:
     """Turn ``meter`` (a name or an instance) into a meter instance.
 
     Parameters
     ----------
     meter : str or meter instance
         ``"auto"``, ``"none"``, a registered name (``"nvml"``, ``"rapl"``,
-        ``"estimate"``, ``"codecarbon"``, ``"replay"``, plugins), or an object with the
-        meter interface.
+        ``"estimate"``, ``"codecarbon"``, ``"zeus"``, ``"replay"``, plugins), or an object
+        with the meter interface.
     devices : optional
         GPU indices (ints or ``"gpu:N"``) for meters that read GPUs.
+    scope : {"process", "system"}, optional
+        What an estimate covers (``experiment.energy_scope``), for meters that take a
+        ``scope``; an instance is used as it is.
     """
     if meter is None or meter == "none":
         return NullMeter()
     if meter == "auto":
-        return auto_meter(devices)
+        return auto_meter(devices, scope)
     if isinstance(meter, str):
-        return _construct(get_meter_class(meter), devices)
+        return _construct(get_meter_class(meter), devices, scope)
     missing = [m for m in REQUIRED_METHODS if not callable(getattr(meter, m, None))]
     if missing:
         raise MeterPluginError(

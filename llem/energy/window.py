@@ -50,6 +50,7 @@ def measure(
     baseline_cache_ttl_s: float = DEFAULT_BASELINE_TTL_S,
     grid_intensity_g_per_kwh: float | None = None,
     devices: Any = None,
+    scope: str | None = None,
 ) -> MeasurementWindow:
     """Make a measurement window (open it with ``with`` or :meth:`MeasurementWindow.begin`).
 
@@ -71,6 +72,9 @@ def measure(
         else no carbon figure).
     devices : iterable of int or "gpu:N", optional
         GPUs to read (NVML indices; all when None). CPU and RAM are always read.
+    scope : {"process", "system"}, optional
+        What the CPU and RAM estimate covers: this process (the default) or the whole
+        machine (``experiment.energy_scope``). Counters (NVML, RAPL) read whole devices.
     """
     return MeasurementWindow(
         meter=meter,
@@ -79,6 +83,7 @@ def measure(
         baseline_cache_ttl_s=baseline_cache_ttl_s,
         grid_intensity_g_per_kwh=grid_intensity_g_per_kwh,
         devices=devices,
+        scope=scope,
     )
 
 
@@ -96,6 +101,7 @@ class MeasurementWindow:
         baseline_cache_ttl_s: float = DEFAULT_BASELINE_TTL_S,
         grid_intensity_g_per_kwh: float | None = None,
         devices: Any = None,
+        scope: str | None = None,
     ) -> None:
         _check_number("interval_s", interval_s, minimum=MIN_INTERVAL_S)
         _check_number("baseline_s", baseline_s, minimum=0.0)
@@ -108,6 +114,7 @@ class MeasurementWindow:
         self.baseline_cache_ttl_s = float(baseline_cache_ttl_s)
         self.grid_intensity_g_per_kwh = grid_intensity_g_per_kwh
         self.devices = devices
+        self.scope = scope
         self.meter: Any = None
         self.baseline: _baseline.Baseline | None = None
         self.t0_perf: float | None = None
@@ -130,7 +137,7 @@ class MeasurementWindow:
         self._state = "opening"
         meter_started = False
         try:
-            self.meter = meter = create_meter(self.meter_spec, self.devices)
+            self.meter = meter = create_meter(self.meter_spec, self.devices, self.scope)
             if self.baseline_s > 0:
                 key = str(getattr(meter, "cache_key", type(meter).__name__))
                 b = _baseline.cached_baseline(key, self.baseline_cache_ttl_s)

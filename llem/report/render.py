@@ -145,6 +145,10 @@ _GLOSSARY = [
     ("estimated", "a model, not a reading: process CPU time x watts per thread, plus resident memory x "
                   "watts per GiB; used where no counter can be read. A total that includes an estimate "
                   "is labelled estimated"),
+    ("scope", "what a figure covers: NVML and RAPL counters read the whole device, every process on "
+              "it; the estimate covers this process (experiment.energy_scope='process': its CPU time "
+              "and resident memory) or the whole machine ('system': busy CPU time of all processes and "
+              "used memory, as codecarbon counts)"),
     ("95% CI", "the mean over repeated runs ± t(0.975, n-1) x standard deviation / sqrt(n); with one "
                "run there is none"),
     ("above idle", "energy minus idle power x run time, when an idle baseline was measured"),

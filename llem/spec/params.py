@@ -145,8 +145,24 @@ EXPERIMENT = (
     Param("meter", "experiment", "enum",
           "Energy meter; auto picks nvml for GPUs, rapl else estimate; any registered meter "
           "(llem.register_meter) is accepted too.",
-          default="auto", choices=("auto", "nvml", "rapl", "estimate", "codecarbon", "replay", "none"),
+          default="auto",
+          choices=("auto", "nvml", "rapl", "estimate", "codecarbon", "zeus", "replay", "none"),
           allow_none=False, seed_name="energy.backend", registry="meter"),
+    Param("energy_scope", "experiment", "enum",
+          "What the CPU and RAM estimate covers: 'process' (this process's CPU time and memory) or "
+          "'system' (the whole machine: busy CPU time of all processes, used memory, as codecarbon).",
+          default="process", choices=("process", "system"), allow_none=False,
+          note="Only the estimate has a scope: NVML and RAPL counters always read the whole device, "
+               "every process on it."),
+    Param("gpu_power_limit_w", "experiment", "float",
+          "Cap each GPU the run uses at this power for the run (set through NVML, needs root; put "
+          "back afterwards). Unset: the GPU's limit as it is.",
+          min=10.0, max=2000.0, unit="W", load_time=True,
+          gate=Gate(reason="a GPU power limit is set through NVML on an NVIDIA GPU",
+                    alternative="leave experiment.gpu_power_limit_w unset"),
+          note="Refused when the value is outside the GPU's own min..max "
+               "(nvmlDeviceGetPowerManagementLimitConstraints) or when this user may not set it. "
+               "Recorded in the effective config and in result.environment['gpu_power_limit']."),
     Param("sampling_interval_s", "experiment", "float", "Power sampling interval.", default=0.1,
           min=0.001, max=10.0, unit="s", allow_none=False),
     Param("grid_intensity_g_per_kwh", "experiment", "float",

@@ -9,6 +9,7 @@ every step; :func:`sweep_info` reads back what a sweep recorded on a result.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import os
 import statistics
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from llem.errors import RunInterrupted, import_optional
+from llem.plots import energy_vs_latency
 from llem.report import export
 from llem.results import Stat, compare, figure, format_interval, format_number
 from llem.results.figures import attrs, html_table, text_table
@@ -257,6 +259,22 @@ class SweepResult:
     def compare(self) -> Any:
         """:func:`llem.compare` over every result (one row per run of each cycle)."""
         return compare(self.results)
+
+    def pareto(self, x: str = "latency", *, dynamic: bool = False, **options: Any) -> Any:
+        """Energy per token against latency, one point per configuration, Pareto front marked.
+
+        Each configuration's point pools the measured runs of all its cycles (whiskers: the
+        95% CI over those runs); the points no other configuration beats on both axes are
+        filled and joined (:func:`llem.plots.energy_vs_latency`, whose ``x``, ``dynamic``
+        and ``options`` these are). A sweep over ``experiment.gpu_power_limit_w`` gives the
+        energy-vs-latency trade-off of power capping.
+        """
+        pooled, labels = [], []
+        for label, res in self.by_trial().items():
+            if res:
+                pooled.append(dataclasses.replace(res[0], runs=tuple(run for r in res for run in r.runs)))
+                labels.append(label)
+        return energy_vs_latency(pooled, x=x, dynamic=dynamic, labels=labels, **options)
 
     def report(self, path: str | os.PathLike[str] | None = None, **options: Any) -> Any:
         """The comparison report of the sweep.

@@ -104,3 +104,71 @@ class PowercapTree:
 @pytest.fixture
 def powercap(tmp_path: Path) -> PowercapTree:
     return PowercapTree(tmp_path / "powercap")
+
+
+class WordsBackend:
+    """A plugin backend for run-level tests: 'generates' each prompt's words back.
+
+    ``step_s()`` is the time one token takes (a subclass may make it depend on the GPU);
+    ``before_generate()`` is called at each batch.
+    """
+
+    name = "words"
+    #: The CUDA ordinals the 'model' is on (the runner meters those GPUs); none: the CPU.
+    cuda_devices: tuple[int, ...] = ()
+
+    def load(self, config):
+        from llem.backends.base import LoadInfo
+
+        self.max_new_tokens = config.decoder.max_new_tokens
+        return LoadInfo(model_id=config.model, effective={}, cuda_devices=self.cuda_devices)
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+    def step_s(self) -> float:
+        return 0.002
+
+    def before_generate(self) -> None:
+        pass
+
+    def generate(self, prompts, on_phase=None, max_new_tokens=None, min_new_tokens=None, seed=None):
+        from llem.backends.base import BatchOutput, RequestOutput
+
+        self.before_generate()
+        step = self.step_s()
+        t0 = time.perf_counter()
+        if on_phase:
+            on_phase("prefill")
+        out = []
+        for p in prompts:
+            words = p.split()[: max_new_tokens or self.max_new_tokens]
+            times = []
+            for _ in words:
+                time.sleep(step)
+                times.append(time.perf_counter() - t0)
+            out.append(RequestOutput(p, " ".join(words), len(p.split()), len(words), tuple(times)))
+        if on_phase:
+            on_phase("decode")
+        return BatchOutput(tuple(out), time.perf_counter() - t0, out[0].token_times_s[0], t0_perf=t0)
+
+    def release(self):
+        pass
+
+
+@pytest.fixture
+def words_backend() -> type:
+    """The :class:`WordsBackend` class (subclass it for a test's own timing)."""
+    return WordsBackend
+
+
+@pytest.fixture
+def register_backend():
+    """``register_backend(name, cls)`` for the test; the registry is put back after it."""
+    from llem import plugins
+
+    saved = {k: dict(v) for k, v in plugins._registered.items()}
+    yield plugins.register_backend
+    for k, v in saved.items():
+        plugins._registered[k].clear()
+        plugins._registered[k].update(v)
