@@ -5,7 +5,10 @@ The runner resolves the model and the prompts, loads the backend (found through 
 runs the warmup passes (not measured), waits out the thermal floor when the profile asks
 for it, then makes ``repeats`` measured runs, each a pass over every prompt inside one
 energy window (:func:`llem.energy.window.measure`). The backend marks the ``prefill`` and
-``decode`` phases in that window, so energy splits by phase.
+``decode`` phases in that window, so energy splits by phase. Around each measured pass it
+reads ``/proc/stat`` once at the start and once at the end (the share of the CPUs other
+processes used); the result's validity flags (:mod:`llem.results.flags`) are checked from
+those shares and what the runs kept.
 
 It never imports IPython: the notebook layer drives a progress bar through ``progress``
 and a live power plot through ``on_sample``.
@@ -43,12 +46,14 @@ from typing import Any
 from llem import plugins, spec
 from llem._version import __version__
 from llem.config import ExperimentConfig
+from llem.energy.conditions import cpu_times, other_cpu_share
 from llem.energy.window import measure
 from llem.errors import ConfigError, RunInterrupted, unknown_name
 from llem.machine import Machine, get_machine
 from llem.models import check_hub_access
 from llem.prompts import Prompt, load_prompts, synthetic_prompts
 from llem.results import RequestRecord, Result, RunMeasurement, now_iso, plain
+from llem.results.flags import result_flags
 from llem.spec.model import BACKENDS
 
 #: Batching strategies the runner knows (the choices of ``pytorch.batching_strategy``).
@@ -541,6 +546,7 @@ def run(
     notes: list[str] = []
     effective: dict[str, Any] = {}
     runs: list[RunMeasurement] = []
+    cpu_shares: list[float | None] = []  # per run: other processes' share of the CPUs
     warm: dict[str, Any] = {}
     thermal = None
     info = None
@@ -570,7 +576,7 @@ def run(
         meas0 = runs[0].measurement if runs else None
         env = environment(info, backend, meas0, cfg_hash, machine)
         env["facts"] = plain(facts)
-        return Result(
+        res = Result(
             model=cfg.model, backend=cfg.backend, runs=tuple(runs), config=cfg_dict,
             effective_config=plain(effective), skipped={**backend_skips, **table_skips},
             environment=plain(env), complete=complete, notes=tuple(notes),
@@ -578,6 +584,7 @@ def run(
             load_s=getattr(info, "load_s", 0.0) or 0.0,
             num_parameters=getattr(info, "num_parameters", None), thermal=thermal,
         )
+        return dataclasses.replace(res, flags=result_flags(res, cpu_shares))
 
     try:
         report("load", 0, 1)
@@ -631,7 +638,9 @@ def run(
                     def batch_done(b: int, s: str = stage, d: int = done0) -> None:
                         report(s, d + b, total)
 
+                    cpu0 = cpu_times()  # read at the start and end only: measuring stays cheap
                     _run_batches(backend, plan, state, m.mark, batch_done)
+                    cpu_shares.append(other_cpu_share(cpu0, cpu_times()))
             finally:
                 peak = mem.stop()
                 if live is not None:
@@ -641,8 +650,6 @@ def run(
             runs.append(_run_measurement(r, state, m.measurement, peak, mem.source,
                                          info.num_parameters, True))
             state = None
-            if r == 0:
-                _check_baseline(m.measurement, cfg.baseline.max_spread, notes)
         # skip rules on what the outputs show (prompt lookup with nothing to copy)
         facts["prompt_overlap"] = prompt_overlap(runs[-1].requests) if runs else None
         if facts["prompt_overlap"] is None:
@@ -723,22 +730,6 @@ def prompt_overlap(requests: Sequence[RequestRecord]) -> bool | None:
     if not total:
         return None
     return copied / total >= OVERLAP_MIN_SHARE
-
-
-def _check_baseline(meas: Any, max_spread: float, notes: list[str]) -> None:
-    """Note when the idle baseline is too noisy to subtract (spread over mean > max_spread)."""
-    power = getattr(meas, "baseline_power_w", None)
-    spread = getattr(meas, "baseline_spread_w", None)
-    if not power or spread is None:
-        return
-    share = spread / power
-    if share > max_spread:
-        notes.append(
-            f"The idle baseline is noisy: its spread ({spread:.3g} W) is {100 * share:.0f}% of "
-            f"its mean ({power:.3g} W), above baseline.max_spread={max_spread:g}; figures "
-            "above idle (dynamic energy) are unreliable. Measure a longer baseline on a "
-            "quieter machine."
-        )
 
 
 def _warmup(backend: Any, plan: _Plan, method: dict[str, Any],

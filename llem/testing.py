@@ -277,6 +277,13 @@ class FakeGpu:
         Whether MIG mode is on.
     clock : callable
         Time source.
+    processes : sequence of int, callable or None
+        Ids of the processes with a compute context on the GPU (or ``f(t) -> ids``); None
+        makes ``running_processes`` unsupported.
+    clock_reasons : int, callable or None
+        NVML clock event reasons bit mask (or ``f(t) -> mask``); None: unsupported.
+    temperature : float, callable or None
+        Degrees C (or ``f(t) -> C``); None: unsupported.
     """
 
     def __init__(
@@ -292,9 +299,15 @@ class FakeGpu:
         uuid: str | None = None,
         clock: Callable[[], float] = time.perf_counter,
         mig: bool = False,
+        processes: Any = (),
+        clock_reasons: int | Callable[[float], int] | None = 0,
+        temperature: float | Callable[[float], float] | None = 45.0,
     ) -> None:
         self.index = index
         self.mig = mig
+        self.processes = processes
+        self.clock_reasons = clock_reasons
+        self.temperature = temperature
         self._name = name
         self._cc = compute_capability
         self._power = power_w
@@ -364,6 +377,27 @@ class FakeGpu:
         """Whether MIG mode is on."""
         self._count("mig_enabled")
         return self.mig
+
+    def _now(self, value: Any) -> Any:
+        return value(self._t()) if callable(value) else value
+
+    def running_processes(self) -> list[int] | None:
+        """Pids with a compute context (None: unsupported)."""
+        self._count("running_processes")
+        procs = self._now(self.processes)
+        return None if procs is None else [int(p) for p in procs]
+
+    def clock_event_reasons(self) -> int | None:
+        """Clock event reasons mask (None: unsupported)."""
+        self._count("clock_event_reasons")
+        mask = self._now(self.clock_reasons)
+        return None if mask is None else int(mask)
+
+    def temperature_c(self) -> float | None:
+        """Degrees C now (None: unsupported)."""
+        self._count("temperature_c")
+        temp = self._now(self.temperature)
+        return None if temp is None else float(temp)
 
 
 class FakeNvmlLibrary:

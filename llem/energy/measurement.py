@@ -205,6 +205,9 @@ class Measurement:
         Why the window ended early, when it did.
     notes : tuple of str
         Anything the reader should know (sampler stopped early, skipped domains, ...).
+    counter_period_s : float or None
+        How often the energy counter read here updates, s, when known (a window shorter
+        than this cannot resolve its energy).
     """
 
     duration_s: float
@@ -231,6 +234,7 @@ class Measurement:
     complete: bool = True
     error: str | None = None
     notes: tuple[str, ...] = ()
+    counter_period_s: float | None = None
 
     # ----------------------------------------------------------------- derived figures
     @property

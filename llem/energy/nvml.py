@@ -29,6 +29,7 @@ import time
 from typing import Any, Protocol, runtime_checkable
 
 from llem.energy.base import Meter, MeterUnavailableError, Probe, RawSample, package_version
+from llem.energy.conditions import gpu_conditions, own_pids
 from llem.energy.measurement import DeviceReading
 from llem.errors import LlemError, missing_dependency
 
@@ -61,6 +62,18 @@ class GpuDevice(Protocol):
 
     def compute_capability(self) -> tuple[int, int]:
         """CUDA compute capability, ``(major, minor)``."""
+
+    def mig_enabled(self) -> bool:
+        """True when MIG mode is on."""
+
+    def running_processes(self) -> list[int] | None:
+        """Ids of the processes with a compute context on the GPU; None if unsupported."""
+
+    def clock_event_reasons(self) -> int | None:
+        """Why the clocks are held back now (NVML's bit mask); None if unsupported."""
+
+    def temperature_c(self) -> float | None:
+        """GPU temperature now, degrees C; None if unsupported."""
 
 
 @runtime_checkable
@@ -136,6 +149,31 @@ class PynvmlDevice:
         except self._nv.NVMLError:
             return False
         return bool(current)
+
+    def running_processes(self) -> list[int] | None:
+        """NvmlDeviceGetComputeRunningProcesses: the pids; None where not supported."""
+        try:
+            procs = self._nv.nvmlDeviceGetComputeRunningProcesses(self._h)
+        except self._nv.NVMLError_NotSupported:
+            return None
+        return [int(p.pid) for p in procs]
+
+    def clock_event_reasons(self) -> int | None:
+        """NvmlDeviceGetCurrentClocksEventReasons (older: ...ThrottleReasons); None where not supported."""
+        fn = getattr(self._nv, "nvmlDeviceGetCurrentClocksEventReasons", None)
+        if fn is None:
+            fn = self._nv.nvmlDeviceGetCurrentClocksThrottleReasons
+        try:
+            return int(fn(self._h))
+        except self._nv.NVMLError_NotSupported:
+            return None
+
+    def temperature_c(self) -> float | None:
+        """NvmlDeviceGetTemperature(NVML_TEMPERATURE_GPU), degrees C; None where not supported."""
+        try:
+            return float(self._nv.nvmlDeviceGetTemperature(self._h, self._nv.NVML_TEMPERATURE_GPU))
+        except self._nv.NVMLError_NotSupported:
+            return None
 
 
 class PynvmlLibrary:
@@ -246,7 +284,8 @@ def nvml_index_for_cuda_device(cuda_index: int, library: NvmlLibrary | None = No
 
 # -------------------------------------------------------------------------- meter
 class _Gpu:
-    __slots__ = ("dev", "device", "counter0", "counted", "e_j", "p_prev", "peak_mib", "n", "name", "cc")
+    __slots__ = ("dev", "device", "counter0", "counted", "e_j", "p_prev", "peak_mib", "n", "name", "cc",
+                 "cond0")
 
     def __init__(self, dev: GpuDevice) -> None:
         self.dev = dev
@@ -259,6 +298,7 @@ class _Gpu:
         self.p_prev: float | None = None
         self.peak_mib = 0.0
         self.n = 0
+        self.cond0: dict[str, Any] = {}
 
 
 class NvmlMeter(Meter):
@@ -368,7 +408,9 @@ class NvmlMeter(Meter):
             self._gpus = [_Gpu(self.library.device(i)) for i in self._wanted(self.library.device_count())]
             if not self._gpus:
                 raise MeterUnavailableError("NVML sees no GPU.")
+            ours = own_pids()
             for g in self._gpus:  # the first interval integrates from here
+                g.cond0 = gpu_conditions(g.dev, ours)
                 g.p_prev = g.dev.power_mw() / 1000.0
         except BaseException:
             self.library.shutdown()
@@ -398,10 +440,12 @@ class NvmlMeter(Meter):
         return out
 
     def stop(self) -> tuple[DeviceReading, ...]:
-        """Shut NVML down; per-GPU totals up to the last sample."""
+        """Shut NVML down; per-GPU totals up to the last sample (and the conditions at start and end)."""
+        ours = own_pids()
+        ends = [gpu_conditions(g.dev, ours) for g in self._gpus]
         self.library.shutdown()
         out = []
-        for g in self._gpus:
+        for g, end in zip(self._gpus, ends):
             out.append(
                 DeviceReading(
                     g.device,
@@ -416,6 +460,7 @@ class NvmlMeter(Meter):
                         "counter_start_mj": g.counter0,
                         "samples": g.n,
                         "driver": self._driver,
+                        "conditions": {"start": g.cond0, "end": end},
                     },
                     peak_memory_mib=g.peak_mib,
                 )
