@@ -589,9 +589,11 @@ class RunReport:
         return tuple(getattr(self.result, "warnings", ()) or ())
 
     def has_content(self) -> bool:
-        """True when there are warnings, text or a timeline to show."""
-        timeline = self.timeline and self.measurement() is not None
-        return bool(self.warnings()) or bool(self.pairs()) or timeline
+        """True when there is text or a timeline to show (the warnings then come first).
+
+        Warnings alone do not make a report: the Result's own display below shows them too.
+        """
+        return bool(self.pairs()) or (self.timeline and self.measurement() is not None)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         lines, parts = [], []

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import types
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +20,7 @@ from llem.energy.conditions import (
 )
 from llem.energy.measurement import DeviceReading, Measurement, Sample
 from llem.energy.nvml import NvmlMeter, PynvmlDevice
-from llem.results import Result, RunMeasurement, compare
+from llem.results import RequestRecord, Result, RunMeasurement, compare
 from llem.results.flags import FLAG_KINDS, Flag, flag_kind, result_flags, warning_ids
 from llem.testing import FakeGpu, FakeNvmlLibrary
 
@@ -58,7 +59,9 @@ def run(i, tps=100.0, energy_per_token_j=0.25, meas=None, complete=True):
         prefill_energy_j=None, decode_energy_j=None, energy_per_token_j=energy_per_token_j,
         dynamic_energy_per_token_j=None, energy_per_request_j=None, dynamic_energy_per_request_j=None,
         peak_memory_mib=None, memory_source="", flops_estimate=None,
-        measurement=meas if meas is not None else measurement(), complete=complete)
+        measurement=meas if meas is not None else measurement(), complete=complete,
+        requests=(RequestRecord(prompt_id="p0", prompt="prompt 0", text="text 0", input_tokens=5,
+                                output_tokens=4, batch=0, batch_start_s=0.0, token_times_s=(0.01, 0.02)),))
 
 
 def result(runs=None, profile="publication", device="cpu", warmup=None, **kw):
@@ -97,6 +100,12 @@ def test_every_kind_has_a_check_a_severity_and_advice():
         flag_kind("runs-disagre")
     with pytest.raises(ValueError, match="severity"):
         Flag("x", "fatal", "m", 1.0)
+
+
+def test_docs_list_every_flag_with_its_severity():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "energy.md").read_text(encoding="utf-8")
+    for k in FLAG_KINDS:
+        assert f"| `{k.id}` | {k.severity} |" in text, k.id
 
 
 def test_a_quiet_steady_result_carries_no_flag():
@@ -377,6 +386,9 @@ def test_the_report_has_a_banner_per_flag(tmp_path):
     assert 'class="banner warn"' in html_text and "other processes used 63% of the CPUs" in html_text
     md = render_markdown(rep, tmp_path, "charts")
     assert "other processes used 63% of the CPUs" in md
+    from llem.report.content import table_rows
+
+    assert [row["warnings"] for row in table_rows(flagged())] == ["machine-busy"] * 3  # the CSV's column
     two = build_report([flagged(), dataclasses.replace(flagged(), id="b2", name="b")], charts=False)
     (both,) = [t for _, t in two.banners if t.startswith("machine-busy")]
     assert both.count("other processes used 63%") == 2  # one banner naming each result
@@ -387,12 +399,14 @@ def test_warning_ids_and_the_magic_run_report():
 
     r = flagged()
     assert warning_ids(r.flags) == ["machine-busy"]
-    rr = RunReport(dataclasses.replace(r, runs=()), n_text=0, timeline=False)
-    assert rr.has_content()  # warnings alone are worth showing
+    rr = RunReport(r, n_text=1, timeline=False)
     bundle = rr._repr_mimebundle_()
     assert bundle["text/plain"].startswith("WARNING machine-busy: other processes used 63%")
+    assert bundle["text/plain"].index("WARNING") < bundle["text/plain"].index("> prompt")
     assert "1 validity warning" in bundle["text/html"]
-    assert not RunReport(dataclasses.replace(result(), runs=()), n_text=0, timeline=False).has_content()
+    # with no text and no timeline asked for, nothing extra: the Result's display has them
+    assert not RunReport(r, n_text=0, timeline=False).has_content()
+    assert "WARNING" not in RunReport(result(), n_text=1, timeline=False)._repr_mimebundle_()["text/plain"]
 
 
 # ------------------------------------------------------------ faces: sweep, CLI, %%llem

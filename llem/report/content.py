@@ -24,7 +24,7 @@ from llem.errors import LlemError, import_optional
 from llem.plots import report_charts, result_labels
 from llem.results import Result, load_result, load_results, now_iso
 from llem.results.figures import figures_for, format_stat
-from llem.results.flags import advice_for
+from llem.results.flags import advice_for, warning_ids
 from llem.results.palette import METHOD_WORDS, method_note
 from llem.spec.flat import flatten
 
@@ -242,7 +242,8 @@ def table_rows(results: Any) -> list[dict[str, Any]]:
     Columns: ``result_id``, ``result_name``, ``model``, ``backend``, ``created_at``,
     ``config_hash``, ``profile``, ``run``, then ``config.<section>.<field>`` for each
     setting, then the run's metrics (units in the names), ``energy_method``,
-    ``energy_source``, ``run_complete`` and ``result_complete``.
+    ``energy_source``, ``run_complete``, ``result_complete`` and ``warnings`` (the ids of
+    the result's validity warnings, comma-separated).
     """
     res = as_results(results)
     metrics = figures_for("csv")
@@ -263,6 +264,7 @@ def table_rows(results: Any) -> list[dict[str, Any]]:
             row["energy_source"] = getattr(run.measurement, "source", "") if run.measurement else ""
             row["run_complete"] = run.complete
             row["result_complete"] = r.complete
+            row["warnings"] = ", ".join(warning_ids(r.flags))
             rows.append(row)
     return rows
 
