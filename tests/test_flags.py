@@ -13,6 +13,7 @@ import pytest
 
 from llem.energy.conditions import (
     CpuTimes,
+    child_pids,
     cpu_times,
     gpu_conditions,
     other_cpu_share,
@@ -146,11 +147,37 @@ def test_no_proc_stat_gives_no_flag_not_an_error(tmp_path):
     assert ids(result(), [None, None, None]) == []
 
 
+def test_this_runs_children_count_as_its_own(tmp_path):
+    from llem.energy.conditions import own_cpu_s
+
+    me = os.getpid()
+    tree = {me: "101 102", 101: "103", 102: "", 103: ""}
+    for pid, kids in tree.items():
+        (tmp_path / str(pid) / "task" / str(pid)).mkdir(parents=True)
+        (tmp_path / str(pid) / "task" / str(pid) / "children").write_text(kids + " \n")
+        # utime 200 + stime 100 ticks, reaped children 0: 3 s at 100 Hz
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} (a (b) c) S " + "1 " * 10 + "200 100 0 0 20 0\n")
+    assert child_pids(str(tmp_path)) == {101, 102, 103}  # grandchildren too
+    t = os.times()
+    alone = t.user + t.system + t.children_user + t.children_system
+    ticks = os.sysconf("SC_CLK_TCK")
+    assert own_cpu_s(str(tmp_path)) == pytest.approx(alone + 3 * 300 / ticks, abs=0.05)
+
+
 def test_this_process_reads_proc_stat_and_its_own_cpu_time():
     if not os.path.exists("/proc/stat"):
         pytest.skip("no /proc/stat on this platform")
     t = cpu_times()
     assert t is not None and t.total_s > 0 and t.own_s > 0 and t.cpus >= 1
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert child.pid in child_pids()  # an engine's worker process is this run's
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_the_runner_reads_proc_stat_once_at_each_runs_start_and_end(monkeypatch, tmp_path):

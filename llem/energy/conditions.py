@@ -3,8 +3,8 @@
 Read only at a window's start and end, never per sample, so measuring stays cheap:
 
 * :func:`cpu_times` reads ``/proc/stat`` once (the machine's busy, idle and steal time over
-  all CPUs) and this process's own CPU time (``os.times``, plus its live children's through
-  psutil, so the worker processes of an engine count as this run's). Two readings give
+  all CPUs) and this process's own CPU time (``os.times``, plus its live children's from
+  ``/proc/<pid>/stat``, so the worker processes of an engine count as this run's). Two readings give
   :func:`other_cpu_share`: the share of the machine's CPU time that other processes (or, on a
   VM, the hypervisor's other guests: steal time) used between them. A platform without
   ``/proc/stat`` gives None, never an error.
@@ -82,22 +82,62 @@ def parse_proc_stat(text: str, ticks_per_s: float = 100.0) -> tuple[float, float
     return busy / ticks_per_s, steal / ticks_per_s, total / ticks_per_s, max(cpus, 1)
 
 
-def own_cpu_s() -> float:
+def child_pids(proc: str = "/proc") -> set[int]:
+    """Ids of this process's live descendants (an engine's worker processes).
+
+    Read from the kernel's ``<proc>/<pid>/task/<tid>/children`` lists, a few small files;
+    where the kernel has none, psutil's scan of the process table (slower: every process).
+    """
+    me = os.getpid()
+    try:
+        tids = os.listdir(f"{proc}/{me}/task")
+        listed = os.path.exists(f"{proc}/{me}/task/{tids[0]}/children") if tids else False
+    except OSError:
+        listed = False
+    if not listed:
+        try:
+            import psutil
+
+            return {c.pid for c in psutil.Process().children(recursive=True)}
+        except Exception:  # noqa: BLE001 - no psutil, or no process table: no children known
+            return set()
+    found: set[int] = set()
+    todo = [me]
+    while todo:
+        pid = todo.pop()
+        try:
+            tids = os.listdir(f"{proc}/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"{proc}/{pid}/task/{tid}/children", encoding="ascii") as f:
+                    kids = [int(x) for x in f.read().split()]
+            except (OSError, ValueError):
+                continue
+            for kid in kids:
+                if kid not in found:
+                    found.add(kid)
+                    todo.append(kid)
+    return found
+
+
+def _process_cpu_s(pid: int, proc: str, ticks_per_s: float) -> float:
+    """CPU seconds of process ``pid`` (utime + stime + its reaped children's) from ``<proc>/<pid>/stat``."""
+    try:
+        with open(f"{proc}/{pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return sum(int(x) for x in fields[11:15]) / ticks_per_s
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def own_cpu_s(proc: str = "/proc") -> float:
     """CPU seconds of this process (all threads), its waited-for children and its live ones."""
     t = os.times()
     total = t.user + t.system + t.children_user + t.children_system
-    try:
-        import psutil
-
-        for child in psutil.Process().children(recursive=True):
-            try:
-                c = child.cpu_times()
-                total += c.user + c.system
-            except psutil.Error:
-                continue
-    except Exception:  # noqa: BLE001 - no psutil, or no process table: this process alone
-        pass
-    return total
+    ticks = _ticks_per_s()
+    return total + sum(_process_cpu_s(pid, proc, ticks) for pid in child_pids(proc))
 
 
 def _ticks_per_s() -> float:
@@ -143,14 +183,7 @@ def other_cpu_share(start: CpuTimes | None, end: CpuTimes | None) -> float | Non
 
 def own_pids() -> set[int]:
     """Ids of this process and its live descendants (an engine's worker processes)."""
-    pids = {os.getpid()}
-    try:
-        import psutil
-
-        pids.update(c.pid for c in psutil.Process().children(recursive=True))
-    except Exception:  # noqa: BLE001
-        pass
-    return pids
+    return {os.getpid(), *child_pids()}
 
 
 def gpu_conditions(dev: Any, ours: set[int] | None = None) -> dict[str, Any]:
@@ -182,5 +215,5 @@ def gpu_conditions(dev: Any, ours: set[int] | None = None) -> dict[str, Any]:
     return out
 
 
-__all__ = ["MIN_WINDOW_S_PER_CPU", "PROC_STAT", "CpuTimes", "cpu_times", "gpu_conditions",
+__all__ = ["MIN_WINDOW_S_PER_CPU", "PROC_STAT", "CpuTimes", "child_pids", "cpu_times", "gpu_conditions",
            "other_cpu_share", "own_cpu_s", "own_pids", "parse_proc_stat"]
