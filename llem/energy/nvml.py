@@ -408,14 +408,15 @@ class NvmlMeter(Meter):
             self._gpus = [_Gpu(self.library.device(i)) for i in self._wanted(self.library.device_count())]
             if not self._gpus:
                 raise MeterUnavailableError("NVML sees no GPU.")
-            ours = own_pids()
             for g in self._gpus:  # the first interval integrates from here
-                g.cond0 = gpu_conditions(g.dev, ours)
                 g.p_prev = g.dev.power_mw() / 1000.0
+            self._t_prev = self._clock()
+            ours = own_pids()  # after the energy references: this time is measured too
+            for g in self._gpus:
+                g.cond0 = gpu_conditions(g.dev, ours)
         except BaseException:
             self.library.shutdown()
             raise
-        self._t_prev = self._clock()
 
     def sample(self) -> list[RawSample]:
         """Power, cumulative energy and memory of each GPU."""
