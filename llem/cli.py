@@ -314,6 +314,9 @@ def run(config: str, sets: dict[str, Any], output_dir: str | None, report_path: 
         sys.exit(stop.exit_code)
     if not quiet:
         click.echo(repr(result))
+    else:  # quiet leaves out the summary, not what to doubt in it
+        for w in result.warnings:
+            click.echo(f"warning: {w.id}: {w.message}", err=True)
     click.echo(f"Saved the result in {saved}")
     if report_path:
         from llem.report import export

@@ -45,6 +45,7 @@ from llem.options import (
     matrix_backends,
     parse_sets,
 )
+from llem.results.flags import flags_html, flags_text
 from llem.spec.model import BACKENDS, SECTIONS
 
 #: Keys a YAML cell may hold besides dotted paths: section names and experiment fields.
@@ -583,12 +584,22 @@ class RunReport:
         runs = getattr(self.result, "runs", ()) or ()
         return getattr(runs[-1], "measurement", None) if runs else None
 
+    def warnings(self) -> tuple[Any, ...]:
+        """The result's validity warnings (``result.warnings``)."""
+        return tuple(getattr(self.result, "warnings", ()) or ())
+
     def has_content(self) -> bool:
-        """True when there is text or a timeline to show."""
+        """True when there is text or a timeline to show (the warnings then come first).
+
+        Warnings alone do not make a report: the Result's own display below shows them too.
+        """
         return bool(self.pairs()) or (self.timeline and self.measurement() is not None)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         lines, parts = [], []
+        warnings = self.warnings()  # first: what to doubt in the figures below
+        lines.extend(flags_text(warnings, indent=""))
+        parts.append(flags_html(warnings))
         for prompt, text in self.pairs():
             lines.append(f"> {prompt}\n{text.strip()}")
             parts.append(f"<div style='margin:4px 0'><b>&gt; {html.escape(prompt)}</b><br>"

@@ -5,7 +5,10 @@ The runner resolves the model and the prompts, loads the backend (found through 
 runs the warmup passes (not measured), waits out the thermal floor when the profile asks
 for it, then makes ``repeats`` measured runs, each a pass over every prompt inside one
 energy window (:func:`llem.energy.window.measure`). The backend marks the ``prefill`` and
-``decode`` phases in that window, so energy splits by phase.
+``decode`` phases in that window, so energy splits by phase. Around each measured pass it
+reads ``/proc/stat`` once at the start and once at the end (the share of the CPUs other
+processes used); the result's validity flags (:mod:`llem.results.flags`) are checked from
+those shares and what the runs kept.
 
 It never imports IPython: the notebook layer drives a progress bar through ``progress``
 and a live power plot through ``on_sample``.
@@ -44,6 +47,7 @@ from llem import plugins, spec
 from llem._version import __version__
 from llem.backends.phases import run_phases
 from llem.config import ExperimentConfig
+from llem.energy.conditions import cpu_times, other_cpu_share
 from llem.energy.memory import PeakMemory, reader_for
 from llem.energy.power_limit import RunPowerLimit
 from llem.energy.window import measure
@@ -60,6 +64,7 @@ from llem.machine import (
 from llem.models import check_hub_access
 from llem.prompts import Prompt, load_prompts, synthetic_prompts
 from llem.results import RequestRecord, Result, RunMeasurement, now_iso, plain
+from llem.results.flags import result_flags
 from llem.spec.model import BACKENDS
 from llem.spec.tiers import tier_for
 
@@ -537,6 +542,7 @@ def run(
     notes: list[str] = []
     effective: dict[str, Any] = {}
     runs: list[RunMeasurement] = []
+    cpu_shares: list[float | None] = []  # per run: other processes' share of the CPUs
     warm: dict[str, Any] = {}
     thermal = None
     info = None
@@ -568,7 +574,7 @@ def run(
         env = environment(info, backend, meas0, cfg_hash, machine, metered)
         env["facts"] = plain(facts)
         limit.restore_and_record(env, notes)  # every GPU back at its limit before the result says so
-        return Result(
+        res = Result(
             model=cfg.model, backend=cfg.backend, runs=tuple(runs), config=cfg_dict,
             effective_config=plain(effective), skipped={**backend_skips, **table_skips},
             environment=plain(env), complete=complete, notes=tuple(notes),
@@ -576,6 +582,7 @@ def run(
             load_s=getattr(info, "load_s", 0.0) or 0.0,
             num_parameters=getattr(info, "num_parameters", None), thermal=thermal,
         )
+        return dataclasses.replace(res, flags=result_flags(res, cpu_shares))
 
     limit = RunPowerLimit(cfg.gpu_power_limit_w, effective)  # refused here, before the load
     try:
@@ -634,7 +641,9 @@ def run(
                     def batch_done(b: int, s: str = stage, d: int = done0) -> None:
                         report(s, d + b, total)
 
+                    cpu0 = cpu_times()  # read at the start and end only: measuring stays cheap
                     _run_batches(backend, plan, state, m.mark, batch_done)
+                    cpu_shares.append(other_cpu_share(cpu0, cpu_times()))
             finally:
                 peak, own_peak = mem.stop()
                 if live is not None:
@@ -645,8 +654,6 @@ def run(
                                          info.num_parameters, True, own_peak))
             notes.extend(n for n in run_phases([o for _, o in state.batches])[2:] if n and n not in notes)
             state = None
-            if r == 0:
-                _check_baseline(m.measurement, cfg.baseline.max_spread, notes)
         # skip rules on what the outputs show (prompt lookup with nothing to copy)
         facts["prompt_overlap"] = prompt_overlap(runs[-1].requests) if runs else None
         if facts["prompt_overlap"] is None:
@@ -728,22 +735,6 @@ def prompt_overlap(requests: Sequence[RequestRecord]) -> bool | None:
     if not total:
         return None
     return copied / total >= OVERLAP_MIN_SHARE
-
-
-def _check_baseline(meas: Any, max_spread: float, notes: list[str]) -> None:
-    """Note when the idle baseline is too noisy to subtract (spread over mean > max_spread)."""
-    power = getattr(meas, "baseline_power_w", None)
-    spread = getattr(meas, "baseline_spread_w", None)
-    if not power or spread is None:
-        return
-    share = spread / power
-    if share > max_spread:
-        notes.append(
-            f"The idle baseline is noisy: its spread ({spread:.3g} W) is {100 * share:.0f}% of "
-            f"its mean ({power:.3g} W), above baseline.max_spread={max_spread:g}; figures "
-            "above idle (dynamic energy) are unreliable. Measure a longer baseline on a "
-            "quieter machine."
-        )
 
 
 def _warmup(backend: Any, plan: _Plan, method: dict[str, Any],

@@ -294,6 +294,13 @@ class FakeGpu:
         ``(min_w, max_w)`` the GPU accepts as a power limit.
     root : bool
         Whether this process may set the power limit (NVML needs root).
+    processes : sequence of int, callable or None
+        Ids of the processes with a compute context on the GPU (or ``f(t) -> ids``); None
+        makes ``running_processes`` unsupported.
+    clock_reasons : int, callable or None
+        NVML clock event reasons bit mask (or ``f(t) -> mask``); None: unsupported.
+    temperature : float, callable or None
+        Degrees C (or ``f(t) -> C``); None: unsupported.
     """
 
     def __init__(
@@ -312,6 +319,9 @@ class FakeGpu:
         power_limit_w: float = 700.0,
         power_limit_range_w: tuple[float, float] = (200.0, 700.0),
         root: bool = True,
+        processes: Any = (),
+        clock_reasons: int | Callable[[float], int] | None = 0,
+        temperature: float | Callable[[float], float] | None = 45.0,
     ) -> None:
         self.index = index
         self.mig = mig
@@ -319,6 +329,9 @@ class FakeGpu:
         self.power_limit_range = (int(power_limit_range_w[0] * 1000), int(power_limit_range_w[1] * 1000))
         self.root = root
         self.power_limits_set: list[int] = []
+        self.processes = processes
+        self.clock_reasons = clock_reasons
+        self.temperature = temperature
         self._name = name
         self._cc = compute_capability
         self._power = power_w
@@ -396,6 +409,7 @@ class FakeGpu:
     def mig_uuids(self) -> tuple[str, ...]:
         """No MIG devices."""
         return ()
+
     def power_limit_mw(self) -> int:
         """The power limit in force, mW."""
         self._count("power_limit_mw")
@@ -421,6 +435,27 @@ class FakeGpu:
                                    f"{limit_mw} mW: Invalid Argument.")
         self.power_limit = int(limit_mw)
         self.power_limits_set.append(int(limit_mw))
+
+    def _now(self, value: Any) -> Any:
+        return value(self._t()) if callable(value) else value
+
+    def running_processes(self) -> list[int] | None:
+        """Pids with a compute context (None: unsupported)."""
+        self._count("running_processes")
+        procs = self._now(self.processes)
+        return None if procs is None else [int(p) for p in procs]
+
+    def clock_event_reasons(self) -> int | None:
+        """Clock event reasons mask (None: unsupported)."""
+        self._count("clock_event_reasons")
+        mask = self._now(self.clock_reasons)
+        return None if mask is None else int(mask)
+
+    def temperature_c(self) -> float | None:
+        """Degrees C now (None: unsupported)."""
+        self._count("temperature_c")
+        temp = self._now(self.temperature)
+        return None if temp is None else float(temp)
 
 
 class FakeNvmlLibrary:

@@ -239,18 +239,20 @@ def test_baseline_gives_dynamic_energy():
     assert r.effective_config["experiment.profile"] == "quick"
 
 
-def test_noisy_baseline_is_noted():
-    from llem.runner import _check_baseline
+def test_noisy_baseline_is_flagged():
+    import dataclasses
 
-    class M:
-        baseline_power_w, baseline_spread_w = 10.0, 5.0
+    from llem.results.flags import result_flags
 
-    notes = []
-    _check_baseline(M(), 0.2, notes)
-    assert "noisy" in notes[0] and "50%" in notes[0]
-    notes = []
-    _check_baseline(M(), 0.6, notes)
-    assert notes == []
+    r = llem.run(config(**{"baseline.seconds": 0.2, "baseline.cache_ttl_s": 0}))
+    meas = dataclasses.replace(r.runs[0].measurement, baseline_power_w=10.0, baseline_spread_w=5.0)
+    noisy = dataclasses.replace(r, runs=(dataclasses.replace(r.runs[0], measurement=meas),))
+    flag = next(f for f in result_flags(noisy) if f.id == "noisy-baseline")
+    assert "noisy" in flag.message and "50%" in flag.message and flag.value == 0.5
+    assert flag.severity == "warning"
+    calm = dataclasses.replace(noisy, config={**noisy.config, "baseline": {
+        **noisy.config["baseline"], "max_spread": 0.6}})
+    assert "noisy-baseline" not in [f.id for f in result_flags(calm)]
 
 
 def test_assisted_generation_forces_batches_of_one():

@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from llem.energy.base import Meter, MeterUnavailableError, Probe, RawSample, package_version
+from llem.energy.conditions import gpu_conditions, own_pids
 from llem.energy.measurement import DeviceReading
 from llem.errors import LlemError, MeterReadError, missing_dependency
 
@@ -82,6 +83,18 @@ class GpuDevice(Protocol):
 
     def set_power_limit_mw(self, limit_mw: int) -> None:
         """Set the power limit, mW; :class:`NvmlPermissionError` when not permitted."""
+
+    def mig_enabled(self) -> bool:
+        """True when MIG mode is on."""
+
+    def running_processes(self) -> list[int] | None:
+        """Ids of the processes with a compute context on the GPU; None if unsupported."""
+
+    def clock_event_reasons(self) -> int | None:
+        """Why the clocks are held back now (NVML's bit mask); None if unsupported."""
+
+    def temperature_c(self) -> float | None:
+        """GPU temperature now, degrees C; None if unsupported."""
 
 
 class NvmlSettingError(LlemError, RuntimeError):
@@ -232,6 +245,32 @@ class PynvmlDevice:
                                    f"{int(limit_mw)} mW: {exc}.") from None
 
 
+    def running_processes(self) -> list[int] | None:
+        """NvmlDeviceGetComputeRunningProcesses: the pids; None where not supported."""
+        try:
+            procs = self._nv.nvmlDeviceGetComputeRunningProcesses(self._h)
+        except self._nv.NVMLError_NotSupported:
+            return None
+        return [int(p.pid) for p in procs]
+
+    def clock_event_reasons(self) -> int | None:
+        """NvmlDeviceGetCurrentClocksEventReasons (older: ...ThrottleReasons); None where not supported."""
+        fn = getattr(self._nv, "nvmlDeviceGetCurrentClocksEventReasons", None)
+        if fn is None:
+            fn = self._nv.nvmlDeviceGetCurrentClocksThrottleReasons
+        try:
+            return int(fn(self._h))
+        except self._nv.NVMLError_NotSupported:
+            return None
+
+    def temperature_c(self) -> float | None:
+        """NvmlDeviceGetTemperature(NVML_TEMPERATURE_GPU), degrees C; None where not supported."""
+        try:
+            return float(self._nv.nvmlDeviceGetTemperature(self._h, self._nv.NVML_TEMPERATURE_GPU))
+        except self._nv.NVMLError_NotSupported:
+            return None
+
+
 def nvml_error(exc: BaseException, call: str, gpu: str) -> MeterReadError:
     """The llem error for a pynvml error ``exc`` raised by ``call`` on ``gpu``, with the fix."""
     kind = type(exc).__name__.removeprefix("NVMLError_")
@@ -352,7 +391,7 @@ def counter_period(times_s: Sequence[float], counter_mj: Sequence[float]) -> flo
 # -------------------------------------------------------------------------- meter
 class _Gpu:
     __slots__ = ("dev", "device", "counter0", "counted", "e_j", "p_prev", "peak_mib", "n", "name", "cc",
-                 "powered", "reads_t", "reads_mj")
+                 "powered", "reads_t", "reads_mj", "cond0")
 
     def __init__(self, dev: GpuDevice) -> None:
         self.dev = dev
@@ -368,6 +407,7 @@ class _Gpu:
         self.n = 0
         self.reads_t: list[float] = []
         self.reads_mj: list[int] = []
+        self.cond0: dict[str, Any] = {}
 
     @property
     def words(self) -> str:
@@ -517,6 +557,9 @@ class NvmlMeter(Meter):
                 if g.counted:
                     g.reads_t.append(t)
                     g.reads_mj.append(int(g.counter0 or 0))
+            ours = own_pids()  # after the energy references: this time is measured too
+            for g in self._gpus:
+                g.cond0 = gpu_conditions(g.dev, ours)
         except BaseException:
             self.library.shutdown()
             raise
@@ -571,10 +614,12 @@ class NvmlMeter(Meter):
         return out
 
     def stop(self) -> tuple[DeviceReading, ...]:
-        """Shut NVML down; per-GPU totals up to the last sample."""
+        """Shut NVML down; per-GPU totals up to the last sample (and the conditions at start and end)."""
+        ours = own_pids()
+        ends = [gpu_conditions(g.dev, ours) for g in self._gpus]
         self.library.shutdown()
         out = []
-        for g in self._gpus:
+        for g, end in zip(self._gpus, ends):
             period = counter_period(g.reads_t, g.reads_mj) if g.counted else None
             out.append(
                 DeviceReading(
@@ -592,6 +637,7 @@ class NvmlMeter(Meter):
                         "power_reading": g.powered,
                         "samples": g.n,
                         "driver": self._driver,
+                        "conditions": {"start": g.cond0, "end": end},
                     },
                     peak_memory_mib=g.peak_mib,
                 )

@@ -24,6 +24,7 @@ from llem.errors import LlemError, import_optional
 from llem.plots import report_charts, result_labels
 from llem.results import Result, load_result, load_results, now_iso
 from llem.results.figures import figures_for, format_stat
+from llem.results.flags import advice_for, warning_ids
 from llem.results.palette import METHOD_WORDS, method_note
 from llem.spec.flat import flatten
 
@@ -241,7 +242,8 @@ def table_rows(results: Any) -> list[dict[str, Any]]:
     Columns: ``result_id``, ``result_name``, ``model``, ``backend``, ``created_at``,
     ``config_hash``, ``profile``, ``run``, then ``config.<section>.<field>`` for each
     setting, then the run's metrics (units in the names), ``energy_method``,
-    ``energy_source``, ``run_complete`` and ``result_complete``.
+    ``energy_source``, ``run_complete``, ``result_complete`` and ``warnings`` (the ids of
+    the result's validity warnings, comma-separated).
     """
     res = as_results(results)
     metrics = figures_for("csv")
@@ -262,6 +264,7 @@ def table_rows(results: Any) -> list[dict[str, Any]]:
             row["energy_source"] = getattr(run.measurement, "source", "") if run.measurement else ""
             row["run_complete"] = run.complete
             row["result_complete"] = r.complete
+            row["warnings"] = ", ".join(warning_ids(r.flags))
             rows.append(row)
     return rows
 
@@ -342,6 +345,30 @@ class Report:
         }
 
 
+#: Flags a banner above already says (the NOT FOR PUBLICATION banner is the quick profile's).
+_SAID_BY_BANNERS = frozenset({"quick-profile"})
+
+
+def flag_banners(results: list[Any], labels: list[str]) -> list[tuple[str, str]]:
+    """One banner per kind of validity flag the results carry: its message, which results, the fix.
+
+    Warnings are ``warn`` banners, the rest ``info``; they come in the order the flags do.
+    """
+    hits: dict[str, list[tuple[str, Any]]] = {}
+    for lab, r in zip(labels, results):
+        for f in getattr(r, "flags", ()):
+            if f.id not in _SAID_BY_BANNERS:
+                hits.setdefault(f.id, []).append((lab, f))
+    out = []
+    for fid, found in hits.items():
+        said = ("; ".join(f"{lab}: {f.message}" for lab, f in found) if len(results) > 1
+                else found[0][1].message)
+        advice = advice_for(fid)
+        out.append(("warn" if found[0][1].warning else "info",
+                    f"{fid}: {said}." + (f" What to do: {advice}." if advice else "")))
+    return out
+
+
 def build_report(results: Any, *, title: str | None = None, charts: bool = True,
                  max_timelines: int = 4) -> Report:
     """Gather what a report of ``results`` says (charts built unless ``charts=False``).
@@ -385,6 +412,7 @@ def build_report(results: Any, *, title: str | None = None, charts: bool = True,
         which = f" ({', '.join(single)})" if len(res) > 1 else ""
         rep.banners.append(("info", "One measured run only" + which
                             + ": no confidence interval can be given. Set repeats >= 3."))
+    rep.banners.extend(flag_banners(res, labels))
     if charts:
         try:
             rep.charts = report_charts(res, max_timelines=max_timelines)
@@ -395,6 +423,7 @@ def build_report(results: Any, *, title: str | None = None, charts: bool = True,
 
 __all__ = [
     "SCHEMA", "Report", "as_results", "build_report", "capability_notes", "config_rows", "energy_methods",
+    "flag_banners",
     "is_synthetic", "key_figures", "measurements", "profile_of", "run_rows", "show_value", "table_rows",
     "to_dataframe",
 ]

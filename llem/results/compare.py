@@ -17,6 +17,7 @@ from typing import Any
 
 from llem.errors import import_optional
 from llem.results.figures import figures_for, format_stat, html_table, text_table
+from llem.results.flags import warning_ids
 from llem.results.palette import method_note
 from llem.results.result import Result
 from llem.spec.flat import flatten
@@ -43,6 +44,7 @@ class Comparison:
                 row[f.attr + "_ci95"] = st.ci95_half
             row["method"] = r.method
             row["complete"] = r.complete
+            row["warnings"] = warning_ids(r.flags)
             out.append(row)
         return out
 
@@ -53,13 +55,16 @@ class Comparison:
     def cells(self) -> tuple[list[str], list[list[str]]]:
         """``(heading, rows)`` of the comparison table as text: what the display and the report show."""
         shown = figures_for("compare")
-        head = ["result", *self.varying] + [f.label for f in shown]
+        flagged = any(r.warnings for r in self.results)
+        head = ["result", *self.varying] + [f.label for f in shown] + (["warnings"] if flagged else [])
         body = []
         for i, r in enumerate(self.results):
             flat = flatten(r.config)
             cells = [r.name or f"#{i + 1}"] + [str(flat.get(k)) for k in self.varying]
             for f in shown:
                 cells.append(format_stat(r.stat(f.attr), f) + (method_note(r.method) if f.energy else ""))
+            if flagged:
+                cells.append(", ".join(warning_ids(r.flags)) or "-")
             body.append(cells)
         return head, body
 
@@ -93,7 +98,8 @@ def compare(results: Sequence[Result] | Iterable[Result]) -> Comparison:
     -------
     Comparison
         ``rows()`` gives one dict per result (label, differing settings, mean figures with
-        their 95% CI half-widths, energy method); it displays as a table.
+        their 95% CI half-widths, energy method, the ids of its validity warnings); it
+        displays as a table, with a ``warnings`` column when a result carries any.
     """
     res = tuple(results)
     if not res:

@@ -32,6 +32,7 @@ from llem._input import build_each, build_within, check_fields
 from llem.energy.measurement import METHODS, NO_METHOD, Measurement, weakest_method
 from llem.exporter_registry import exporter_for
 from llem.results.figures import Figure, figure, figures_for, format_stat
+from llem.results.flags import Flag, flags_html, flags_text
 from llem.results.palette import method_word
 from llem.results.stats import Stat, is_finite_number, percentile
 from llem.timing import TokenTimes
@@ -258,6 +259,10 @@ class Result:
         The power record of the thermal wait before measuring, when there was one.
     name : str or None
         A label for comparisons.
+    flags : tuple of Flag
+        Validity flags (:mod:`llem.results.flags`): what to doubt in these figures, each
+        with its id, severity (``warning`` / ``info``), message and value. A result from
+        an llem that did not check them has none.
     """
 
     model: str
@@ -277,6 +282,7 @@ class Result:
     thermal: Any = None
     name: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    flags: tuple[Flag, ...] = ()
 
     __hash__ = None  # type: ignore[assignment]  # holds dicts
 
@@ -311,6 +317,11 @@ class Result:
         return ""
 
     @property
+    def warnings(self) -> tuple[Flag, ...]:
+        """The flags of severity ``warning``."""
+        return tuple(f for f in self.flags if f.warning)
+
+    @property
     def texts(self) -> list[str]:
         """Generated texts of the last measured run."""
         return self.runs[-1].texts if self.runs else []
@@ -332,6 +343,8 @@ class Result:
                 v = v.to_dict() if v is not None else None
             elif f.name == "notes":
                 v = list(v)
+            elif f.name == "flags":
+                v = [x.to_dict() for x in v]
             elif isinstance(v, Mapping):
                 v = plain(v)
             d[f.name] = v
@@ -349,6 +362,7 @@ class Result:
         kw = {f.name: d[f.name] for f in fields(cls) if f.name in d}
         kw["runs"] = tuple(build_each(RunMeasurement.from_dict, d.get("runs") or (), "runs"))
         kw["notes"] = tuple(d.get("notes") or ())
+        kw["flags"] = tuple(build_each(Flag.from_dict, d.get("flags") or (), "flags"))
         if d.get("thermal") is not None:
             kw["thermal"] = build_within("thermal", Measurement.from_dict, d["thermal"])
         for k in ("config", "effective_config", "skipped", "environment", "warmup"):
@@ -449,7 +463,7 @@ class Result:
             return f"<llem Result {self.model!r} ({len(self.runs)} runs); display failed: {exc!r}>"
 
     def _text(self) -> str:
-        lines = [self._headline()]
+        lines = [self._headline(), *flags_text(self.flags)]
         rows = self.summary_rows()
         width = max((len(label) for label, _ in rows), default=0)
         lines.extend(f"  {label:<{width}}  {value}" for label, value in rows)
@@ -471,7 +485,7 @@ class Result:
             f"<tr><th style='text-align:left;padding-right:1em'>{e(k)}</th><td>{e(v)}</td></tr>"
             for k, v in self.summary_rows()
         )
-        parts = [f"<div class='llem-result'><b>{e(self._headline())}</b>",
+        parts = [f"<div class='llem-result'><b>{e(self._headline())}</b>", flags_html(self.flags),
                  f"<table>{rows}</table>"]
         if self.method == "estimated":
             parts.append("<p style='color:#a60'>Energy is <b>estimated</b> from a model, not "

@@ -24,6 +24,7 @@ from llem.plots import energy_vs_latency
 from llem.report import export
 from llem.results import Stat, compare, figure, format_interval, format_number
 from llem.results.figures import attrs, html_table, text_table
+from llem.results.flags import warning_ids
 from llem.study.grid import Skipped, Trial, jsonable
 from llem.study.plan import PlannedRun, Study
 
@@ -224,9 +225,10 @@ class SweepResult:
         return out
 
     def summary(self, figures: Sequence[str] = FIGURES) -> list[dict[str, Any]]:
-        """Per configuration: settings, cycles run, and each figure's :class:`CycleStat`.
+        """Per configuration: settings, cycles run, each figure's :class:`CycleStat`, and warnings.
 
-        The per-cycle value is the mean over that cycle's measured repeats.
+        The per-cycle value is the mean over that cycle's measured repeats. ``warnings``
+        maps the id of each validity warning its results carry to how many cycles carry it.
         """
         rows = []
         groups = self.by_trial()
@@ -239,6 +241,11 @@ class SweepResult:
             methods = {r.method for r in res}
             row["method"] = ", ".join(sorted(methods)) if methods else "none"
             row["failed"] = sum(1 for x in self.failures if x.key == t.key)
+            warned: dict[str, int] = {}
+            for r in res:
+                for fid in dict.fromkeys(warning_ids(getattr(r, "flags", ()))):
+                    warned[fid] = warned.get(fid, 0) + 1
+            row["warnings"] = warned
             rows.append(row)
         return rows
 
@@ -308,7 +315,11 @@ class SweepResult:
         for f in FIGURES:
             head.append(f"{figure(f).heading} median [95% CI] spread")
         body = []
-        for row in self.summary():
+        rows = self.summary()
+        flagged = any(row["warnings"] for row in rows)
+        if flagged:
+            head.append("warnings")
+        for row in rows:
             cells = [row["label"], str(row["cycles"])]
             for f in FIGURES:
                 st: CycleStat = row[f]
@@ -324,6 +335,9 @@ class SweepResult:
                 if figure(f).energy and "estimated" in row["method"]:
                     text += " (estimated)"
                 cells.append(text)
+            if flagged:
+                warned = row["warnings"].items()
+                cells.append(", ".join(f"{fid} ({n}/{row['cycles']} cycles)" for fid, n in warned) or "-")
             body.append(cells)
         return head, body
 
