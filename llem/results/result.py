@@ -33,6 +33,7 @@ from llem.energy.measurement import METHODS, NO_METHOD, Measurement, weakest_met
 from llem.exporter_registry import exporter_for
 from llem.results.figures import Figure, figure, figures_for, format_stat
 from llem.results.palette import method_word
+from llem.results.rows import frame, result_rows
 from llem.results.stats import Stat, is_finite_number, percentile
 from llem.timing import TokenTimes
 
@@ -379,6 +380,18 @@ class Result:
         exporter, p = exporter_for(path, format)
         return Path(exporter.export([self], p, **options))
 
+    def to_dataframe(self) -> Any:
+        """A pandas DataFrame with a row per measured run (needs pandas).
+
+        The columns are those of :func:`llem.results.rows.result_rows`: the run's identity,
+        every config setting (``config.pytorch.batch_size``), every figure of the figure
+        table's ``csv`` view under its attribute name, whose suffix is the unit
+        (``energy_per_token_j``, ``ttft_p50_s``; raw SI values), then the energy method and
+        completeness. ``df.attrs["units"]`` maps each figure column to its label and unit.
+        For several results: ``llem.to_dataframe(results)``.
+        """
+        return frame(result_rows(self), "Result.to_dataframe()")
+
     # ------------------------------------------------------------------ display
     def stat(self, attr: str) -> Stat:
         """The :class:`Stat` over the runs of figure ``attr`` (any run attribute)."""
@@ -505,6 +518,10 @@ class ResultList(list):
     def __init__(self, items: Iterable[Result] = (), errors: Mapping[str, str] | None = None):
         super().__init__(items)
         self.errors: dict[str, str] = dict(errors or {})
+
+    def to_dataframe(self) -> Any:
+        """A pandas DataFrame with a row per measured run of every result (as :meth:`Result.to_dataframe`)."""
+        return frame([row for r in self for row in result_rows(r)], "ResultList.to_dataframe()")
 
 
 def plain(v: Any) -> Any:
