@@ -396,7 +396,7 @@ class LlemMagics(Magics):
             return None
         extra = RunReport(result, n_text=self.show_text, timeline=self.timeline)
         if extra.has_content():
-            display(extra)
+            display(*extra.outputs())
         return result
 
     def _want_live(self) -> bool:
@@ -587,24 +587,51 @@ class RunReport:
         """True when there is text or a timeline to show."""
         return bool(self.pairs()) or (self.timeline and self.measurement() is not None)
 
+    def outputs(self) -> list[Any]:
+        """What to display: the texts (this object's HTML), then the timeline as a static image.
+
+        The timeline is its own ``image/svg+xml`` output (:class:`llem.widgets.static.StaticImage`),
+        not SVG inside HTML, so it is still drawn when the saved notebook is opened again.
+        """
+        out: list[Any] = [self] if self.pairs() else []
+        image = self.timeline_image()
+        if image is not None:
+            out.append(image)
+        return out
+
+    def timeline_image(self) -> Any:
+        """The last run's power timeline as a static image (None without one)."""
+        m = self.measurement()
+        if not self.timeline or m is None:
+            return None
+        try:
+            from llem.widgets.static import StaticImage
+            from llem.widgets.svg import measurement_svg
+
+            phases = ", ".join(dict.fromkeys(n for n, _a, _b in m.phase_spans()))
+            return StaticImage(measurement_svg(m, title="power over the last measured run", css_vars=False),
+                               f"power timeline: {len(getattr(m, 'timeline', ()))} samples, phases: {phases}")
+        except Exception as exc:  # noqa: BLE001 - display never raises
+            return _Text(f"(power timeline unavailable: {exc!r})")
+
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         lines, parts = [], []
         for prompt, text in self.pairs():
             lines.append(f"> {prompt}\n{text.strip()}")
             parts.append(f"<div style='margin:4px 0'><b>&gt; {html.escape(prompt)}</b><br>"
                          f"<span style='white-space:pre-wrap'>{html.escape(text.strip()[:800])}</span></div>")
-        m = self.measurement()
-        if self.timeline and m is not None:
-            try:
-                from llem.widgets.svg import measurement_svg
-
-                parts.append(measurement_svg(m, title="power over the last measured run"))
-                lines.append(f"power timeline: {len(getattr(m, 'timeline', ()))} samples, "
-                             f"phases: {', '.join(dict.fromkeys(n for n, _a, _b in m.phase_spans()))}")
-            except Exception as exc:  # noqa: BLE001 - display never raises
-                lines.append(f"(power timeline unavailable: {exc!r})")
         return {"text/plain": "\n".join(lines),
                 "text/html": "<div class='llem-run-report'>" + "".join(parts) + "</div>"}
+
+
+class _Text:
+    """A line of plain text as a display output."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 def magic_help() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 
 import pytest
@@ -453,3 +454,61 @@ def test_run_view_follows_progress_and_samples():
     assert view.bar.value == view.bar.max and view.bar.bar_style == "success"
     text = view._repr_mimebundle_()["text/plain"]
     assert text.startswith("t: done") and "1 samples" in text
+
+
+# ------------------------------------------------------------------ static images, themes
+def test_static_image_is_an_svg_output_with_a_png_for_untrusted_notebooks():
+    import base64
+
+    from llem.widgets import StaticImage
+
+    svg = power_svg({"cpu": [(0.0, 1.0), (1.0, 2.0)]}, [("prefill", 0.0, 0.5)], css_vars=False)
+    data, meta = StaticImage(svg, "power timeline")._repr_mimebundle_()
+    assert data["image/svg+xml"] == svg and data["text/plain"] == "power timeline"
+    assert "text/html" not in data  # SVG inside HTML is stripped from an untrusted notebook
+    if importlib.util.find_spec("vl_convert"):
+        png = base64.b64decode(data["image/png"])
+        assert png.startswith(b"\x89PNG")
+        assert meta["image/png"] == {"width": 640, "height": 220}
+
+
+def test_power_svg_takes_the_theme_live_and_plain_colours_as_an_image():
+    live = power_svg({"cpu": [(0.0, 1.0), (1.0, 2.0)]}, [("decode", 0.0, 1.0)], title="t")
+    # inline in a page: JupyterLab's variables with light fallbacks; text in currentColor
+    assert "var(--jp-ui-font-color1, #222222)" in live and "var(--jp-layout-color0, #ffffff)" in live
+    assert 'fill="currentColor"' in live and 'class="llem-background"' in live
+    still = power_svg({"cpu": [(0.0, 1.0), (1.0, 2.0)]}, [("decode", 0.0, 1.0)], title="t", css_vars=False)
+    assert "var(" not in still  # an image or a PNG converter sees no page variables
+    assert 'class="llem-background" width="640" height="220" fill="#ffffff"' in still
+
+
+def test_png_of_a_static_timeline_has_a_light_background():
+    pytest.importorskip("vl_convert")
+    import io
+
+    from llem.widgets import StaticImage
+
+    png = StaticImage(power_svg({"cpu": [(0.0, 1.0), (1.0, 2.0)]}, css_vars=False)).png(scale=1)
+    assert png is not None
+    try:
+        from PIL import Image
+    except ImportError:
+        pytest.skip("Pillow is not installed")
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    assert img.getpixel((2, 2)) == (255, 255, 255)  # the corner, outside the plot area
+
+
+def test_altair_charts_render_as_static_images():
+    alt = pytest.importorskip("altair")
+    pytest.importorskip("vl_convert")
+    from llem.widgets import use_static_charts
+
+    before = alt.renderers.active
+    try:
+        assert use_static_charts() == "llem-static"
+        chart = alt.Chart(alt.Data(values=[{"a": 1}, {"a": 2}])).mark_point().encode(x="a:Q")
+        bundle = chart._repr_mimebundle_()
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        assert data["image/svg+xml"].lstrip().startswith("<svg") and "image/png" in data
+    finally:
+        alt.renderers.enable(before)
