@@ -484,8 +484,8 @@ class Result:
         parts = [f"<div class='llem-result'><b>{e(self._headline())}</b>",
                  f"<table>{rows}</table>"]
         if self.method == "estimated":
-            parts.append("<p style='color:#a60'>Energy is <b>estimated</b> from a model, not "
-                         "read from a hardware counter.</p>")
+            parts.append("<p style='color:var(--jp-warn-color0, #a60)'>Energy is <b>estimated</b> "
+                         "from a model, not read from a hardware counter.</p>")
         if self.skipped:
             items = "".join(f"<li><code>{e(k)}</code>: {e(v)}</li>" for k, v in self.skipped.items())
             parts.append(f"<details><summary>skipped settings ({len(self.skipped)})</summary>"

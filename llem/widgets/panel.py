@@ -236,8 +236,8 @@ class ConfigPanel(_w.VBox):  # type: ignore[misc, name-defined]
 
     def _refuse(self, rc: RowControl, message: str) -> None:
         self.last_error = message
-        self.error.value = (f"<div style='color:#b00020;white-space:pre-wrap'>&#9888; "
-                            f"{html.escape(message)}</div>")
+        self.error.value = ("<div style='color:var(--jp-error-color1, #b00020);white-space:pre-wrap'>"
+                            f"&#9888; {html.escape(message)}</div>")
         try:
             self.sync()  # the refused value goes back to the config's, everywhere
         except Exception:  # noqa: BLE001
@@ -304,7 +304,8 @@ class _Message:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         return {"text/plain": self.text,
-                "text/html": f"<div style='color:#b00020'>{html.escape(self.text)}</div>"}
+                "text/html": "<div style='color:var(--jp-error-color1, #b00020)'>"
+                              f"{html.escape(self.text)}</div>"}
 
 
 __all__ = ["PANEL_SECTIONS", "ConfigPanel"]
