@@ -362,11 +362,11 @@ class LlemMagics(Magics):
         cfg = self.build_config(args, cell_keys, prompts)
         from IPython.display import display
 
-        view = None
+        view = handle = None
         if not args.quiet and not args.no_live and self._want_live():
             view = self._live_view(cfg)
             if view is not None:
-                display(view)
+                handle = display(view, display_id=True)
         import llem
         from llem.errors import RunInterrupted
 
@@ -377,15 +377,18 @@ class LlemMagics(Magics):
         except RunInterrupted as e:
             if view is not None:
                 view.failed("interrupted")
+                _settle(handle, view)
             self._store(e.partial, args.out)
             where = "`%llem last`" + (f" and {args.out!r}" if args.out else "")
             raise UsageError(f"{_short(e)} The partial result is in {where}.") from None
         except (LlemError, ImportError, MemoryError) as e:
             if view is not None:
                 view.failed(_short(e).splitlines()[0])
+                _settle(handle, view)
             raise UsageError(_short(e)) from None
         if view is not None:
             view.done(result)
+            _settle(handle, view)
         self._store(result, args.out)
         if self.save:
             try:
@@ -622,6 +625,12 @@ class RunReport:
                          f"<span style='white-space:pre-wrap'>{html.escape(text.strip()[:800])}</span></div>")
         return {"text/plain": "\n".join(lines),
                 "text/html": "<div class='llem-run-report'>" + "".join(parts) + "</div>"}
+
+
+def _settle(handle: Any, view: Any) -> None:
+    """Store the finished view's text form in the notebook (not the ``starting`` it was shown with)."""
+    if handle is not None:
+        handle.update(view)
 
 
 class _Text:

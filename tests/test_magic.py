@@ -329,8 +329,11 @@ def test_live_widget_follows_the_run(ip, monkeypatch):
         ip.run_cell_magic("llem", "-m tiny-random-llama -n 16 -r 2 --meter estimate "
                           "--set experiment.sampling_interval_s=0.01", prompts)
     views = [o for o in c.outputs if "application/vnd.jupyter.widget-view+json" in o.data]
-    assert len(views) == 1
+    assert len(views) == 2  # the view, then an update of the same display once done
     assert views[0].data["text/plain"].startswith("tiny-random-llama on pytorch: starting")
+    # a saved notebook keeps the finished view's text, not a stale "starting"
+    assert views[1].update and views[1].transient == views[0].transient  # the same display id
+    assert views[1].data["text/plain"].startswith("tiny-random-llama on pytorch: done in")
     (view,) = made
     assert view.state.startswith("done") and view.bar.bar_style == "success"
     stages = [name for _, name in view.plot.marks]
