@@ -44,7 +44,7 @@ class StaticImage:
         m = re.search(r'<svg[^>]*?\swidth="([\d.]+)(?:px)?"[^>]*?\sheight="([\d.]+)(?:px)?"', self.svg)
         return (round(float(m.group(1))), round(float(m.group(2)))) if m else None
 
-    def png(self, scale: float = 2.0) -> bytes | None:
+    def png(self, scale: float = 1.0) -> bytes | None:
         """The SVG as PNG bytes (vl-convert, offline), or None without vl-convert."""
         try:
             import vl_convert as vlc

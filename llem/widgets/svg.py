@@ -158,7 +158,7 @@ def power_svg(
                        f'points="{path}"><title>{esc(device)}</title></polyline>')
         out.append(f'<rect x="{legend_x}" y="{top + ph - 14}" width="10" height="3" fill="{colour}"/>')
         out.append(f'<text x="{legend_x + 13}" y="{top + ph - 10}" fill="currentColor">{esc(device)}</text>')
-        legend_x += 20 + 7 * len(device)
+        legend_x += 32 + 7 * len(device)
     if title:
         out.append(f'<text x="{left}" y="15" font-weight="bold">{esc(title)}</text>')
     if note:
