@@ -161,8 +161,8 @@ def _restart_run_all(page, url: str) -> None:
     page.goto(url)
     page.wait_for_selector(".jp-NotebookPanel .jp-CodeCell")
     page.wait_for_function(_KERNEL_IDLE, timeout=90_000)
-    # runs every cell on a kernel known to be up
-    page.locator("[data-command='notebook:restart-run-all']").first.click()
+    # runs every cell on a kernel known to be up (the button of the notebook shown)
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) [data-command='notebook:restart-run-all']").first.click()
     page.locator(".jp-Dialog .jp-mod-accept").click()
 
 
@@ -246,7 +246,8 @@ _DARK_CELLS = [
     "plot = PowerPlot(title='live power')\n"
     "plot.mark('prefill', 0.0); plot.mark('decode', 0.5)\n"
     "for i in range(20):\n    plot.add('cpu', 1.0 + (i % 5) / 4, i / 10)\n"
-    "plot.finish()\nplot",
+    "plot.t_end = 2.0  # the samples' own clock, not the seconds since the plot was made\n"
+    "plot.redraw()\nplot",
     "from llem.config import ExperimentConfig\nfrom llem.widgets import ConfigPanel\n"
     "ConfigPanel(ExperimentConfig(model='tiny-random-llama'), prompts=['Hello!'])",
 ]
@@ -298,7 +299,8 @@ def test_dark_theme_and_a_saved_notebook(lab):
         try:
             # a saved notebook, opened untrusted: its plots are drawn (the PNG beside each SVG),
             # not stripped and not "Cannot display an untrusted SVG"
-            page.goto(f"{lab}/lab/tree/saved-02-tuning.ipynb")
+            # a workspace of its own: only this notebook is open in it
+            page.goto(f"{lab}/lab/workspaces/saved/tree/saved-02-tuning.ipynb")
             page.wait_for_selector(".jp-NotebookPanel .jp-CodeCell")
             page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'")
             image = page.locator(".jp-OutputArea-output[data-mime-type='image/png'] img").first
@@ -309,7 +311,7 @@ def test_dark_theme_and_a_saved_notebook(lab):
             image.screenshot(path=str(ARTIFACTS / "browser-saved-plot-dark.png"))
 
             # the live faces in the dark theme: every text reads against what is behind it
-            _restart_run_all(page, f"{lab}/lab/tree/dark.ipynb")
+            _restart_run_all(page, f"{lab}/lab/workspaces/dark/tree/dark.ipynb")
             page.locator(".llem-config-panel").first.wait_for(timeout=180_000)
             page.locator(".llem-capability-matrix table.llem-matrix").first.wait_for()
             page.locator(".llem-power svg.llem-power-plot").first.wait_for()
