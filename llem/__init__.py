@@ -35,6 +35,7 @@ _LAZY = {
     "load_result": "llem.results",
     "load_results": "llem.results",
     "compare": "llem.results",
+    "to_dataframe": "llem.results",
     "sweep": "llem.study",
 }
 

@@ -363,11 +363,11 @@ class LlemMagics(Magics):
         cfg = self.build_config(args, cell_keys, prompts)
         from IPython.display import display
 
-        view = None
+        view = handle = None
         if not args.quiet and not args.no_live and self._want_live():
             view = self._live_view(cfg)
             if view is not None:
-                display(view)
+                handle = display(view, display_id=True)
         import llem
         from llem.errors import RunInterrupted
 
@@ -378,15 +378,18 @@ class LlemMagics(Magics):
         except RunInterrupted as e:
             if view is not None:
                 view.failed("interrupted")
+                _settle(handle, view)
             self._store(e.partial, args.out)
             where = "`%llem last`" + (f" and {args.out!r}" if args.out else "")
             raise UsageError(f"{_short(e)} The partial result is in {where}.") from None
         except (LlemError, ImportError, MemoryError) as e:
             if view is not None:
                 view.failed(_short(e).splitlines()[0])
+                _settle(handle, view)
             raise UsageError(_short(e)) from None
         if view is not None:
             view.done(result)
+            _settle(handle, view)
         self._store(result, args.out)
         if self.save:
             try:
@@ -397,7 +400,7 @@ class LlemMagics(Magics):
             return None
         extra = RunReport(result, n_text=self.show_text, timeline=self.timeline)
         if extra.has_content():
-            display(extra)
+            display(*extra.outputs())
         return result
 
     def _want_live(self) -> bool:
@@ -595,6 +598,33 @@ class RunReport:
         """
         return bool(self.pairs()) or (self.timeline and self.measurement() is not None)
 
+    def outputs(self) -> list[Any]:
+        """What to display: the texts (this object's HTML), then the timeline as a static image.
+
+        The timeline is its own ``image/svg+xml`` output (:class:`llem.widgets.static.StaticImage`),
+        not SVG inside HTML, so it is still drawn when the saved notebook is opened again.
+        """
+        out: list[Any] = [self] if self.pairs() else []
+        image = self.timeline_image()
+        if image is not None:
+            out.append(image)
+        return out
+
+    def timeline_image(self) -> Any:
+        """The last run's power timeline as a static image (None without one)."""
+        m = self.measurement()
+        if not self.timeline or m is None:
+            return None
+        try:
+            from llem.widgets.static import StaticImage
+            from llem.widgets.svg import measurement_svg
+
+            phases = ", ".join(dict.fromkeys(n for n, _a, _b in m.phase_spans()))
+            return StaticImage(measurement_svg(m, title="power over the last measured run", css_vars=False),
+                               f"power timeline: {len(getattr(m, 'timeline', ()))} samples, phases: {phases}")
+        except Exception as exc:  # noqa: BLE001 - display never raises
+            return _Text(f"(power timeline unavailable: {exc!r})")
+
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         lines, parts = [], []
         warnings = self.warnings()  # first: what to doubt in the figures below
@@ -604,18 +634,24 @@ class RunReport:
             lines.append(f"> {prompt}\n{text.strip()}")
             parts.append(f"<div style='margin:4px 0'><b>&gt; {html.escape(prompt)}</b><br>"
                          f"<span style='white-space:pre-wrap'>{html.escape(text.strip()[:800])}</span></div>")
-        m = self.measurement()
-        if self.timeline and m is not None:
-            try:
-                from llem.widgets.svg import measurement_svg
-
-                parts.append(measurement_svg(m, title="power over the last measured run"))
-                lines.append(f"power timeline: {len(getattr(m, 'timeline', ()))} samples, "
-                             f"phases: {', '.join(dict.fromkeys(n for n, _a, _b in m.phase_spans()))}")
-            except Exception as exc:  # noqa: BLE001 - display never raises
-                lines.append(f"(power timeline unavailable: {exc!r})")
         return {"text/plain": "\n".join(lines),
                 "text/html": "<div class='llem-run-report'>" + "".join(parts) + "</div>"}
+
+
+def _settle(handle: Any, view: Any) -> None:
+    """Store the finished view's text form in the notebook (not the ``starting`` it was shown with)."""
+    if handle is not None:
+        handle.update(view)
+
+
+class _Text:
+    """A line of plain text as a display output."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 def magic_help() -> str:

@@ -710,3 +710,4 @@ def save(chart: Any, path: str | os.PathLike[str], *, scale: float = 2.0) -> Pat
     else:
         raise unknown_name("chart format", suffix or "(no suffix)", [".png", ".svg", ".pdf", ".json"])
     return p
+

@@ -4,11 +4,15 @@ The test installs what it needs (``apt-get install -y chromium`` when /usr/bin/c
 missing; Playwright never downloads a browser), serves a copy of the quickstart notebook,
 runs all its cells, checks that the capability matrix and a power plot are drawn, edits
 the config panel and sees the linked config change in a cell's output, and saves a
-screenshot to ``test-artifacts/``. It is skipped only when chromium cannot be installed.
+screenshot to ``test-artifacts/``. A second test switches JupyterLab to its dark theme,
+opens a saved notebook as someone else would (untrusted) and checks that its plots are
+drawn, then runs the live widgets and checks that their text contrasts with what is
+behind it. It is skipped only when chromium cannot be installed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -29,6 +33,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 RUN_ALL_TIMEOUT_S = 480
+#: The Lab server's folder, per server URL (the fixture serves one).
+_ROOTS: dict[str, Path] = {}
 
 
 def _ensure_chromium() -> None:
@@ -68,6 +74,11 @@ def lab(tmp_path_factory):
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     nbformat.write(nb, root / "01-quickstart.ipynb")
+    # a saved notebook with its outputs, as a new user gets it: not signed here, so untrusted
+    shutil.copy(ROOT / "notebooks" / "02-tuning.ipynb", root / "saved-02-tuning.ipynb")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in _DARK_CELLS])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, root / "dark.ipynb")
     # every cell in the DOM (no windowing), no news toast
     settings = root / ".settings"
     for plugin, values in {
@@ -90,6 +101,7 @@ def lab(tmp_path_factory):
         cmd.append("--allow-root")  # CI containers run as root
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    _ROOTS[url] = root
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -131,6 +143,29 @@ _PRINTED = """() => {
 }"""
 
 
+@contextlib.contextmanager
+def _browser_page(sync_api):
+    """A chromium page (1400 x 1000, 60 s timeouts); the browser closes after."""
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def _restart_run_all(page, url: str) -> None:
+    """Open the notebook at ``url``, wait for its kernel, then Kernel > Restart and Run All."""
+    page.goto(url)
+    page.wait_for_selector(".jp-NotebookPanel .jp-CodeCell")
+    page.wait_for_function(_KERNEL_IDLE, timeout=90_000)
+    # runs every cell on a kernel known to be up (the button of the notebook shown)
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) [data-command='notebook:restart-run-all']").first.click()
+    page.locator(".jp-Dialog .jp-mod-accept").click()
+
+
 def _prompts(page) -> list[str]:
     return page.eval_on_selector_all(".jp-CodeCell .jp-InputPrompt", "els => els.map(e => e.textContent.trim())")
 
@@ -141,18 +176,9 @@ def test_quickstart_in_jupyterlab(lab):
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "browser-quickstart.png"
     t0 = time.monotonic()
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)
+    with _browser_page(sync_api) as page:
         try:
-            page.goto(f"{lab}/lab/tree/01-quickstart.ipynb")
-            page.wait_for_selector(".jp-NotebookPanel .jp-CodeCell")
-            # wait for the kernel, then Run > Run All Cells
-            page.wait_for_function(_KERNEL_IDLE, timeout=90_000)
-            # Kernel > Restart Kernel and Run All Cells: runs every cell on a kernel known to be up
-            page.locator("[data-command='notebook:restart-run-all']").first.click()
-            page.locator(".jp-Dialog .jp-mod-accept").click()
+            _restart_run_all(page, f"{lab}/lab/tree/01-quickstart.ipynb")
             deadline = time.monotonic() + RUN_ALL_TIMEOUT_S
             while True:
                 prompts = _prompts(page)
@@ -171,12 +197,12 @@ def test_quickstart_in_jupyterlab(lab):
             assert matrix.first.locator("tr").count() > 10
             assert "Prefix caching" in matrix.first.inner_text()
 
-            # power plots are drawn: the live one (widget) and the measured timeline after the run
+            # power plots are drawn: the live one (widget) and the measured timeline after the run,
+            # an image output of its own (so it stays in the saved notebook) with its phases shaded
             page.locator(".llem-run svg.llem-power-plot").last.wait_for()
             assert page.locator(".llem-run svg.llem-power-plot polyline").count() > 0
-            timeline = page.locator(".llem-run-report svg.llem-power-plot")
-            assert timeline.count() >= 1
-            assert timeline.last.locator("rect.llem-phase").count() > 0
+            timelines = page.evaluate(_SVG_IMAGES)
+            assert any("llem-power-plot" in t and "llem-phase" in t for t in timelines), timelines[:1]
 
             # edit the config panel; the linked config shows the change
             panel = page.locator(".llem-config-panel").first
@@ -206,7 +232,100 @@ def test_quickstart_in_jupyterlab(lab):
             panel.locator(".lm-TabBar").first.scroll_into_view_if_needed()
         finally:
             page.screenshot(path=str(shot), full_page=False)
-            browser.close()
     assert shot.exists() and shot.stat().st_size > 10_000
     assert (ARTIFACTS / "browser-live-power.png").exists()
     print(f"browser test: {time.monotonic() - t0:.1f} s in the browser; screenshot {shot}")
+
+
+# ---------------------------------------------------------------- dark theme, saved notebook
+#: Cells of a notebook that shows every live face llem has, quickly (tiny model, no run).
+_DARK_CELLS = [
+    "%load_ext llem",
+    "%llem matrix",
+    "from llem.widgets import PowerPlot\n"
+    "plot = PowerPlot(title='live power')\n"
+    "plot.mark('prefill', 0.0); plot.mark('decode', 0.5)\n"
+    "for i in range(20):\n    plot.add('cpu', 1.0 + (i % 5) / 4, i / 10)\n"
+    "plot.t_end = 2.0  # the samples' own clock, not the seconds since the plot was made\n"
+    "plot.redraw()\nplot",
+    "from llem.config import ExperimentConfig\nfrom llem.widgets import ConfigPanel\n"
+    "ConfigPanel(ExperimentConfig(model='tiny-random-llama'), prompts=['Hello!'])",
+]
+
+#: The SVG documents drawn as images on the page (JupyterLab draws image/svg+xml as <img>).
+_SVG_IMAGES = """() => Array.from(document.querySelectorAll('.jp-RenderedSVG img'))
+  .map(img => decodeURIComponent(img.src.replace(/^data:image\\/svg\\+xml,/, '')))"""
+
+#: Contrast (WCAG ratio) of text against what is behind it, for the elements a selector finds.
+_CONTRAST = """([selector, backdrop]) => {
+  const rgb = s => (s.match(/[\\d.]+/g) || []).slice(0, 4).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = c => { c /= 255; return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const behind = el => {
+    for (let e = el; e; e = e.parentElement) {
+      const c = rgb(getComputedStyle(e).backgroundColor);
+      if (c.length && (c.length < 4 || c[3] > 0.5)) return c;
+    }
+    return rgb(getComputedStyle(document.body).backgroundColor);
+  };
+  const out = [];
+  for (const el of document.querySelectorAll(selector)) {
+    const isSvg = el instanceof SVGElement;
+    const fg = rgb(isSvg ? getComputedStyle(el).fill : getComputedStyle(el).color);
+    let bg;
+    if (isSvg) {
+      const rect = el.ownerSVGElement.querySelector(backdrop);
+      bg = rgb(getComputedStyle(rect).fill);
+    } else {
+      bg = behind(el);
+    }
+    const [a, b] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+    out.push({text: el.textContent.slice(0, 40), ratio: (a + 0.05) / (b + 0.05)});
+  }
+  return out;
+}"""
+
+
+def test_dark_theme_and_a_saved_notebook(lab):
+    _ensure_chromium()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    ARTIFACTS.mkdir(exist_ok=True)
+    theme = _ROOTS[lab] / ".settings" / "@jupyterlab/apputils-extension/themes.jupyterlab-settings"
+    theme.parent.mkdir(parents=True, exist_ok=True)
+    theme.write_text(json.dumps({"theme": "JupyterLab Dark"}))
+    with _browser_page(sync_api) as page:
+        try:
+            # a saved notebook, opened untrusted: its plots are drawn (the PNG beside each SVG),
+            # not stripped and not "Cannot display an untrusted SVG"
+            # a workspace of its own: only this notebook is open in it
+            page.goto(f"{lab}/lab/workspaces/saved/tree/saved-02-tuning.ipynb")
+            page.wait_for_selector(".jp-NotebookPanel .jp-CodeCell")
+            page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'")
+            image = page.locator(".jp-OutputArea-output[data-mime-type='image/png'] img").first
+            image.wait_for()
+            image.scroll_into_view_if_needed()
+            page.wait_for_function("img => img.complete && img.naturalWidth > 100", arg=image.element_handle())
+            assert page.get_by_text("Cannot display an untrusted SVG").count() == 0
+            image.screenshot(path=str(ARTIFACTS / "browser-saved-plot-dark.png"))
+
+            # the live faces in the dark theme: every text reads against what is behind it
+            _restart_run_all(page, f"{lab}/lab/workspaces/dark/tree/dark.ipynb")
+            page.locator(".llem-config-panel").first.wait_for(timeout=180_000)
+            page.locator(".llem-capability-matrix table.llem-matrix").first.wait_for()
+            page.locator(".llem-power svg.llem-power-plot").first.wait_for()
+            for selector, backdrop, least in (
+                (".llem-matrix td, .llem-matrix th", "", 4.5),
+                (".llem-power svg.llem-power-plot text", "rect.llem-background", 3.0),
+                (".llem-config-panel .llem-prompts div", "", 4.5),
+            ):
+                found = page.evaluate(_CONTRAST, [selector, backdrop])
+                assert found, f"nothing found for {selector}"
+                worst = min(found, key=lambda x: x["ratio"])
+                assert worst["ratio"] >= least, f"{selector}: {worst}"
+            page.locator(".llem-capability-matrix").first.screenshot(path=str(ARTIFACTS / "browser-matrix-dark.png"))
+            page.locator(".llem-power").first.screenshot(path=str(ARTIFACTS / "browser-power-dark.png"))
+        finally:
+            page.screenshot(path=str(ARTIFACTS / "browser-dark.png"), full_page=False)
+            theme.unlink(missing_ok=True)

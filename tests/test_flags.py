@@ -502,7 +502,8 @@ def test_the_magic_shows_warnings_above_the_text(busy_machine):
     with capture_output() as c:
         r = ip.run_cell_magic("llem", "-m tiny-random-llama -n 2 -r 1 --meter estimate --no-live", "Hello there\n")
     assert "machine-busy" in [f.id for f in r.warnings]
-    (shown,) = c.outputs
+    shown, *charts = c.outputs  # the run report, then its timeline as an image of its own
+    assert all("image/svg+xml" in ch.data for ch in charts)
     text = shown.data["text/plain"]
     assert text.startswith("WARNING machine-busy: other processes used 65%") and "> Hello there" in text
     assert "validity warning" in shown.data["text/html"]

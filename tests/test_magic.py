@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import importlib.util
 import json
 import logging
 import subprocess
@@ -257,11 +259,16 @@ def test_cell_run_stores_the_result_and_displays_text_and_timeline(ip):
     assert r.model == "tiny-random-llama" and len(r.runs) == 1
     assert [q.prompt for q in r.requests] == ["Hello there", "What is 2 + 2?"]
     assert r.config["decoder"]["max_new_tokens"] == 4
-    (report,) = c.outputs  # the text and the timeline; the Result is the cell's value
+    report, timeline = c.outputs  # the text, then the timeline; the Result is the cell's value
     assert "> Hello there" in report.data["text/plain"]
-    assert "power timeline" in report.data["text/plain"]
-    html_text = report.data["text/html"]
-    assert "llem-power-plot" in html_text and "prefill" in html_text and "decode" in html_text
+    assert "<svg" not in report.data["text/html"]  # SVG in HTML is stripped from a saved notebook
+    # the timeline is an image output of its own, so a saved notebook still draws it
+    assert "power timeline" in timeline.data["text/plain"]
+    svg = timeline.data["image/svg+xml"]
+    assert "llem-power-plot" in svg and "prefill" in svg and "decode" in svg
+    if importlib.util.find_spec("vl_convert"):  # a PNG beside it, for an untrusted notebook
+        assert base64.b64decode(timeline.data["image/png"]).startswith(b"\x89PNG")
+        assert timeline.metadata["image/png"]["width"] == 640
     # the cell's value: the Result's own rich display
     data, _ = ip.display_formatter.format(r)
     assert data["text/plain"].startswith("llem result: tiny-random-llama")
@@ -322,8 +329,11 @@ def test_live_widget_follows_the_run(ip, monkeypatch):
         ip.run_cell_magic("llem", "-m tiny-random-llama -n 16 -r 2 --meter estimate "
                           "--set experiment.sampling_interval_s=0.01", prompts)
     views = [o for o in c.outputs if "application/vnd.jupyter.widget-view+json" in o.data]
-    assert len(views) == 1
+    assert len(views) == 2  # the view, then an update of the same display once done
     assert views[0].data["text/plain"].startswith("tiny-random-llama on pytorch: starting")
+    # a saved notebook keeps the finished view's text, not a stale "starting"
+    assert views[1].update and views[1].transient == views[0].transient  # the same display id
+    assert views[1].data["text/plain"].startswith("tiny-random-llama on pytorch: done in")
     (view,) = made
     assert view.state.startswith("done") and view.bar.bar_style == "success"
     stages = [name for _, name in view.plot.marks]

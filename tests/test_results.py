@@ -241,3 +241,61 @@ def test_summary_figures_complete_and_show_their_unit():
     assert r.tokens_per_s == Stat.of([100.0, 110.0, 90.0])  # the label is not part of equality
     assert repr(Stat.of([2.0])) == "Stat(2, n=1)"
     assert "figure" not in Stat.of([1.0, 2.0]).to_dict()
+
+
+# ------------------------------------------------------------------------- DataFrames
+def test_result_to_dataframe_has_a_row_per_run_and_unit_named_columns():
+    pd = pytest.importorskip("pandas")
+    r = result(name="b1", tps=(100.0, 110.0, 90.0))
+    df = r.to_dataframe()
+    assert isinstance(df, pd.DataFrame)
+    assert list(df["run"]) == [0, 1, 2]
+    assert list(df["tokens_per_s"]) == [100.0, 110.0, 90.0]
+    assert list(df["energy_per_token_j"]) == [0.25, 0.25, 0.25]
+    assert (df["config.pytorch.batch_size"] == 1).all() and (df["result_name"] == "b1").all()
+    assert set(df["energy_method"]) == {"estimated"}
+    # the columns hold SI values; attrs say which label and unit each figure column has
+    assert df.attrs["units"]["ttft_p50_s"] == ("TTFT p50", "s")
+    assert df.attrs["units"]["energy_per_token_j"] == ("energy per output token", "J")
+    assert df.attrs["units"]["tokens_per_s"] == ("throughput", "tok/s")
+    assert df["ttft_p50_s"].iloc[0] == pytest.approx(0.01)
+
+
+def test_a_list_of_results_gives_one_frame():
+    pytest.importorskip("pandas")
+    import llem
+    from llem.results import ResultList
+
+    rs = [result(name="b1", tps=(100.0, 110.0)), result(name="b4", batch_size=4, tps=(200.0, 210.0, 190.0))]
+    df = llem.to_dataframe(rs)
+    assert len(df) == 5
+    assert df.groupby("result_name")["tokens_per_s"].mean().to_dict() == {"b1": 105.0, "b4": 200.0}
+    assert sorted(set(df["config.pytorch.batch_size"])) == [1, 4]
+    same = ResultList(rs).to_dataframe()
+    assert same.equals(df)
+    one = llem.to_dataframe(rs[0])
+    assert len(one) == 2
+
+
+def test_to_dataframe_reads_result_files(tmp_path):
+    pytest.importorskip("pandas")
+    import llem
+
+    a, b = result(name="a"), result(name="b")
+    a.save(tmp_path), b.save(tmp_path)
+    df = llem.to_dataframe(tmp_path)
+    assert sorted(set(df["result_name"])) == ["a", "b"] and len(df) == 6
+
+
+def test_to_dataframe_without_pandas_says_how_to_install(monkeypatch):
+    import sys
+
+    from llem.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas raises ImportError
+    with pytest.raises(MissingDependencyError, match=r"pandas.*pip install 'llem\[data\]'"):
+        result().to_dataframe()
+    import llem
+
+    with pytest.raises(MissingDependencyError, match="llem.to_dataframe"):
+        llem.to_dataframe([result()])

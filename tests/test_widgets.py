@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 
 import pytest
@@ -453,3 +454,123 @@ def test_run_view_follows_progress_and_samples():
     assert view.bar.value == view.bar.max and view.bar.bar_style == "success"
     text = view._repr_mimebundle_()["text/plain"]
     assert text.startswith("t: done") and "1 samples" in text
+
+
+# ------------------------------------------------------------------ static images, themes
+def test_static_image_is_an_svg_output_with_a_png_for_untrusted_notebooks():
+    import base64
+
+    from llem.widgets import StaticImage
+
+    svg = power_svg({"cpu": [(0.0, 1.0), (1.0, 2.0)]}, [("prefill", 0.0, 0.5)], css_vars=False)
+    data, meta = StaticImage(svg, "power timeline")._repr_mimebundle_()
+    assert data["image/svg+xml"] == svg and data["text/plain"] == "power timeline"
+    assert "text/html" not in data  # SVG inside HTML is stripped from an untrusted notebook
+    if importlib.util.find_spec("vl_convert"):
+        png = base64.b64decode(data["image/png"])
+        assert png.startswith(b"\x89PNG")
+        assert meta["image/png"] == {"width": 640, "height": 220}
+
+
+def test_power_svg_takes_the_theme_live_and_plain_colours_as_an_image():
+    live = power_svg({"cpu": [(0.0, 1.0), (1.0, 2.0)]}, [("decode", 0.0, 1.0)], title="t")
+    # inline in a page: JupyterLab's variables with light fallbacks; text in currentColor
+    assert "var(--jp-ui-font-color1, #222222)" in live and "var(--jp-layout-color0, #ffffff)" in live
+    assert 'fill="currentColor"' in live and 'class="llem-background"' in live
+    still = power_svg({"cpu": [(0.0, 1.0), (1.0, 2.0)]}, [("decode", 0.0, 1.0)], title="t", css_vars=False)
+    assert "var(" not in still  # an image or a PNG converter sees no page variables
+    assert 'class="llem-background" width="640" height="220" fill="#ffffff"' in still
+
+
+def test_png_of_a_static_timeline_has_a_light_background():
+    pytest.importorskip("vl_convert")
+    import io
+
+    from llem.widgets import StaticImage
+
+    png = StaticImage(power_svg({"cpu": [(0.0, 1.0), (1.0, 2.0)]}, css_vars=False)).png(scale=1)
+    assert png is not None
+    try:
+        from PIL import Image
+    except ImportError:
+        pytest.skip("Pillow is not installed")
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    assert img.getpixel((2, 2)) == (255, 255, 255)  # the corner, outside the plot area
+
+
+def test_altair_charts_render_as_static_images():
+    alt = pytest.importorskip("altair")
+    pytest.importorskip("vl_convert")
+    from llem.widgets import use_static_charts
+
+    before = alt.renderers.active
+    try:
+        assert use_static_charts() == "llem-static"
+        chart = alt.Chart(alt.Data(values=[{"a": 1}, {"a": 2}])).mark_point().encode(x="a:Q")
+        bundle = chart._repr_mimebundle_()
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        assert data["image/svg+xml"].lstrip().startswith("<svg") and "image/png" in data
+    finally:
+        alt.renderers.enable(before)
+
+
+# ------------------------------------------------------------------ the panel's first hour
+def test_an_unset_slider_stands_at_the_backends_default_or_shows_no_number():
+    panel = ConfigPanel(ExperimentConfig(model="tiny-random-llama"), target="H100")
+    lp = panel.controls["decoder.length_penalty"].widget
+    assert lp.description == "length_penalty (unset)" and lp.value == 1.0 and lp.readout
+    beams = panel.controls["decoder.num_beams"].widget
+    assert beams.value == 1 and beams.readout
+    # a row whose unset default the table does not know: no made-up number
+    unknown = next(rc for rc in panel.controls.values()
+                   if rc.kind == "slider" and rc.value is None
+                   and rc._effective(None) is None)
+    assert unknown.widget.readout is False and unknown.widget.description.endswith("(unset)")
+    # once set, the number shows
+    panel.config.update({unknown.row.path: unknown.widget.max})
+    assert unknown.widget.readout is True and unknown.widget.description == unknown.row.name
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_label_fits_its_column(backend):
+    from llem.widgets.controls import LABEL_CHAR_PX, UNSET_MARK
+
+    panel = ConfigPanel(ExperimentConfig(model="tiny-random-llama", backend=backend), target="H100")
+    for rc in panel.controls.values():
+        width = int(rc.widget.style.description_width.removesuffix("px"))
+        assert width >= (len(rc.row.name) + len(UNSET_MARK)) * LABEL_CHAR_PX, rc.row.path
+        assert int(rc.widget.layout.width.removesuffix("px")) > width  # room for the value
+    # one column per tab: the controls of a tab line up
+    tab = [rc for p, rc in panel.controls.items() if p.startswith(f"{backend}.")]
+    assert len({rc.widget.style.description_width for rc in tab}) == 1
+
+
+def test_prompts_given_to_the_panel_are_shown():
+    panel = ConfigPanel(ExperimentConfig(model="tiny-random-llama"), prompts=["Hello!", "Name three colours."])
+    assert "Hello!" in panel.prompts_view.value and "Name three colours." in panel.prompts_view.value
+    assert "prompts (2, given to the panel" in panel.text()
+    assert panel.prompts_view in panel.children
+    plain = ConfigPanel(ExperimentConfig(model="tiny-random-llama"))
+    assert plain.prompts_text() == "prompts: the config's set 'qa-short'"
+    plain.config.prompts = "synthetic"  # an edit in code shows too
+    assert "synthetic" in plain.prompts_view.value
+
+
+def test_a_backend_switch_says_what_was_kept_reset_and_left_unused():
+    cfg = ExperimentConfig(model="tiny-random-llama")
+    panel = ConfigPanel(cfg, target="H100")
+    cfg.update({"decoder.max_new_tokens": 16, "decoder.typical_p": 0.5, "pytorch.batch_size": 4})
+    assert panel.switch_note.value == ""
+    dd = panel.controls["experiment.backend"].widget
+    dd.set_state({"index": [v for _, v in dd.options].index("vllm")})
+    assert cfg.backend == "vllm"
+    text = panel.switch_text
+    assert text.startswith("Backend changed from pytorch to vllm.")
+    assert "Kept: decoder.max_new_tokens=16" in text
+    assert "Reset (unset): decoder.typical_p=0.5: vllm does not take it" in text
+    assert "Not used by vllm: pytorch.batch_size=4" in text
+    assert "decoder.typical_p" in panel.switch_note.value and text in panel.text()
+    # back to pytorch: the pytorch section's value is used again, nothing decoder-only was set
+    cfg.backend = "pytorch"
+    assert panel.controls["pytorch.batch_size"].value == 4
+    assert "from vllm to pytorch" in panel.switch_text and "Reset" not in panel.switch_text

@@ -3,59 +3,32 @@
 :func:`build_report` gathers, for one or several results: the banners a reader must see
 first, the key figures (from the figure table's ``report`` view), the charts, the energy
 method per device, the capability notes from :mod:`llem.spec`, the configuration, the
-runs. :func:`table_rows` is the one-row-per-run table of the CSV report (also
-:func:`to_dataframe`). :mod:`llem.report.render` writes a :class:`Report` as HTML or
-Markdown; :mod:`llem.report.exporters` writes the files.
+runs. The one-row-per-run table of the CSV report (:func:`table_rows`,
+:func:`to_dataframe`) is :mod:`llem.results.table`'s, re-exported here.
+:mod:`llem.report.render` writes a :class:`Report` as HTML or Markdown;
+:mod:`llem.report.exporters` writes the files.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from llem import spec
 from llem._version import __version__
 from llem.energy.measurement import NO_METHOD
-from llem.errors import LlemError, import_optional
 from llem.plots import report_charts, result_labels
-from llem.results import Result, load_result, load_results, now_iso
+from llem.results import now_iso
 from llem.results.figures import figures_for, format_stat
-from llem.results.flags import advice_for, warning_ids
+from llem.results.flags import advice_for
 from llem.results.palette import METHOD_WORDS, method_note
+from llem.results.rows import profile_of, show_value
+from llem.results.table import as_results, table_rows, to_dataframe
 from llem.spec.flat import flatten
 
 #: Version tag of the JSON report.
 SCHEMA = "llem.report/1"
-
-
-def as_results(results: Any) -> list[Any]:
-    """Results from a Result, a list, a ResultList, or paths to result files / folders."""
-    if isinstance(results, Result):
-        return [results]
-    if isinstance(results, (str, os.PathLike)):
-        results = [results]
-    out: list[Any] = []
-    for item in results:
-        if isinstance(item, Result):
-            out.append(item)
-        elif isinstance(item, (str, os.PathLike)):
-            p = Path(item)
-            out.extend(load_results(p) if p.is_dir() else [load_result(p)])
-        else:
-            raise TypeError(f"Cannot report on a {type(item).__name__}; give llem Results or result files.")
-    if not out:
-        raise LlemError("There are no results to report on (an empty list, or a folder without "
-                        "readable result files).")
-    return out
-
-
-def profile_of(r: Any) -> str:
-    """The measurement profile of a result (``quick`` or ``publication``)."""
-    return str(r.config.get("profile") or r.effective_config.get("experiment.profile") or "")
 
 
 def measurements(r: Any) -> list[Any]:
@@ -217,13 +190,6 @@ def config_rows(r: Any) -> list[dict[str, str]]:
     return rows
 
 
-def show_value(v: Any) -> str:
-    """A setting's value as text (a mapping or list as JSON)."""
-    if isinstance(v, (dict, list)):
-        return json.dumps(v, default=str)
-    return str(v)
-
-
 def run_rows(r: Any) -> list[dict[str, Any]]:
     """One row per measured run of a result: the table's ``runs`` figures, shown scaled.
 
@@ -234,44 +200,6 @@ def run_rows(r: Any) -> list[dict[str, Any]]:
     shown = figures_for("runs")
     return [{"run": run.index + 1, **{f.heading: f.display(getattr(run, f.attr)) for f in shown},
              "method": run.method, "complete": run.complete} for run in r.runs]
-
-
-def table_rows(results: Any) -> list[dict[str, Any]]:
-    """One row per run of every result: identity, every config field, every metric.
-
-    Columns: ``result_id``, ``result_name``, ``model``, ``backend``, ``created_at``,
-    ``config_hash``, ``profile``, ``run``, then ``config.<section>.<field>`` for each
-    setting, then the run's metrics (units in the names), ``energy_method``,
-    ``energy_source``, ``run_complete``, ``result_complete`` and ``warnings`` (the ids of
-    the result's validity warnings, comma-separated).
-    """
-    res = as_results(results)
-    metrics = figures_for("csv")
-    rows = []
-    for r in res:
-        flat = {f"config.{k}": (show_value(v) if isinstance(v, (dict, list)) else v)
-                for k, v in flatten(r.config).items()}
-        for run in r.runs:
-            row: dict[str, Any] = {
-                "result_id": r.id, "result_name": r.name, "model": r.model, "backend": r.backend,
-                "created_at": r.created_at, "config_hash": r.config_hash, "profile": profile_of(r),
-                "run": run.index,
-            }
-            row.update(flat)
-            for f in metrics:
-                row[f.attr] = getattr(run, f.attr)
-            row["energy_method"] = run.method
-            row["energy_source"] = getattr(run.measurement, "source", "") if run.measurement else ""
-            row["run_complete"] = run.complete
-            row["result_complete"] = r.complete
-            row["warnings"] = ", ".join(warning_ids(r.flags))
-            rows.append(row)
-    return rows
-
-
-def to_dataframe(results: Any) -> Any:
-    """:func:`table_rows` as a pandas DataFrame (one row per run; needs pandas)."""
-    return import_optional("pandas", "data", "to_dataframe").DataFrame(table_rows(results))
 
 
 # ===================================================================== the report

@@ -10,6 +10,8 @@ Modules
              :func:`percentile`
 ``store``    :func:`load_result`, :func:`load_results` (``Result.save`` writes the files)
 ``compare``  :func:`compare` and :class:`Comparison`
+``rows``     one row per measured run of a result (``Result.to_dataframe()``)
+``table``    the same for several results: :func:`table_rows`, :func:`to_dataframe`
 
 This package imports neither the backends nor the report nor the charts: they build on it.
 """
@@ -32,6 +34,7 @@ from llem.results.figures import (
 from llem.results.result import SCHEMA, RequestRecord, Result, ResultList, RunMeasurement, now_iso, plain
 from llem.results.stats import Stat, is_finite_number, percentile, t_critical_95
 from llem.results.store import ResultFileError, load_result, load_results
+from llem.results.table import as_results, table_rows, to_dataframe
 
 #: The first version's private names, kept for code that imports them from here
 #: (``llem.sweep`` formats with ``_g``). New code uses
@@ -53,6 +56,7 @@ __all__ = [
     "ResultList",
     "RunMeasurement",
     "Stat",
+    "as_results",
     "compare",
     "figure",
     "figures_for",
@@ -68,4 +72,6 @@ __all__ = [
     "percentile",
     "plain",
     "t_critical_95",
+    "table_rows",
+    "to_dataframe",
 ]

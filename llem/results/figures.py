@@ -27,7 +27,7 @@ Views
 ``runs``
     The report's table of runs (one row per measured run).
 ``csv``
-    Columns of the CSV report and ``llem.report.to_dataframe`` (raw values, SI units).
+    Columns of the CSV report and ``Result.to_dataframe()`` (raw values, SI units).
 """
 
 from __future__ import annotations

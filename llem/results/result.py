@@ -34,6 +34,7 @@ from llem.exporter_registry import exporter_for
 from llem.results.figures import Figure, figure, figures_for, format_stat
 from llem.results.flags import Flag, flags_html, flags_text
 from llem.results.palette import method_word
+from llem.results.rows import frame, result_rows
 from llem.results.stats import Stat, is_finite_number, percentile
 from llem.timing import TokenTimes
 
@@ -396,6 +397,18 @@ class Result:
         exporter, p = exporter_for(path, format)
         return Path(exporter.export([self], p, **options))
 
+    def to_dataframe(self) -> Any:
+        """A pandas DataFrame with a row per measured run (needs pandas).
+
+        The columns are those of :func:`llem.results.rows.result_rows`: the run's identity,
+        every config setting (``config.pytorch.batch_size``), every figure of the figure
+        table's ``csv`` view under its attribute name, whose suffix is the unit
+        (``energy_per_token_j``, ``ttft_p50_s``; raw SI values), then the energy method and
+        completeness. ``df.attrs["units"]`` maps each figure column to its label and unit.
+        For several results: ``llem.to_dataframe(results)``.
+        """
+        return frame(result_rows(self), "Result.to_dataframe()")
+
     # ------------------------------------------------------------------ display
     def stat(self, attr: str) -> Stat:
         """The :class:`Stat` over the runs of figure ``attr`` (any run attribute)."""
@@ -488,8 +501,8 @@ class Result:
         parts = [f"<div class='llem-result'><b>{e(self._headline())}</b>", flags_html(self.flags),
                  f"<table>{rows}</table>"]
         if self.method == "estimated":
-            parts.append("<p style='color:#a60'>Energy is <b>estimated</b> from a model, not "
-                         "read from a hardware counter.</p>")
+            parts.append("<p style='color:var(--jp-warn-color0, #a60)'>Energy is <b>estimated</b> "
+                         "from a model, not read from a hardware counter.</p>")
         if self.skipped:
             items = "".join(f"<li><code>{e(k)}</code>: {e(v)}</li>" for k, v in self.skipped.items())
             parts.append(f"<details><summary>skipped settings ({len(self.skipped)})</summary>"
@@ -522,6 +535,10 @@ class ResultList(list):
     def __init__(self, items: Iterable[Result] = (), errors: Mapping[str, str] | None = None):
         super().__init__(items)
         self.errors: dict[str, str] = dict(errors or {})
+
+    def to_dataframe(self) -> Any:
+        """A pandas DataFrame with a row per measured run of every result (as :meth:`Result.to_dataframe`)."""
+        return frame([row for r in self for row in result_rows(r)], "ResultList.to_dataframe()")
 
 
 def plain(v: Any) -> Any:

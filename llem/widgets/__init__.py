@@ -18,6 +18,9 @@ _LAZY = {
     "PowerPlot": "llem.widgets.power",
     "RunView": "llem.widgets.runview",
     "power_svg": "llem.widgets.svg",
+    "StaticImage": "llem.widgets.static",
+    "static_chart": "llem.widgets.static",
+    "use_static_charts": "llem.widgets.static",
     "control_kind": "llem.widgets.controls",
     "machine_cc": "llem.widgets.controls",
 }

@@ -85,6 +85,20 @@ def control_kind(row: Param) -> str:
     return "text"
 
 
+#: Width of one character of a control's label, px (JupyterLab's 13px sans-serif, generous).
+LABEL_CHAR_PX = 7.6
+#: Width of a control's value part (slider, box, dropdown) beside its label, px.
+VALUE_WIDTH_PX = 250
+#: What an unset row's label adds to its name.
+UNSET_MARK = " (unset)"
+
+
+def label_width(rows: Any) -> int:
+    """Label column width, px, that fits the longest label of ``rows`` (with ``(unset)``)."""
+    longest = max((len(r.name) + len(UNSET_MARK) for r in rows), default=10)
+    return int(longest * LABEL_CHAR_PX) + 16
+
+
 def library_default(row: Param, backend: str | None) -> Any:
     """What the backend uses when ``row`` is unset (None when the table does not say)."""
     if row.default is not None:
@@ -184,6 +198,9 @@ class RowControl:
     on_edit : callable
         Called with ``(row_control, value)`` when the user changes the control; the panel
         applies the value to the config and calls :meth:`show` to revert when refused.
+    label_px : int, optional
+        Width of the label column, px (default: wide enough for this row's own label); a
+        panel passes the widest of a tab so the controls line up and no label is cut.
 
     Attributes
     ----------
@@ -200,7 +217,8 @@ class RowControl:
         Option value -> reason, for dropdown options the tier cannot run.
     """
 
-    def __init__(self, row: Param, backend: str, on_edit: Callable[[RowControl, Any], None]) -> None:
+    def __init__(self, row: Param, backend: str, on_edit: Callable[[RowControl, Any], None],
+                 label_px: int | None = None) -> None:
         w = require_ipywidgets()
         self.row = row
         self.backend = backend
@@ -211,8 +229,9 @@ class RowControl:
         self.gated: dict[Any, str] = {}
         self.disabled_reason: str | None = None
         self.base_tooltip = tooltip_for(row, backend)
-        style = {"description_width": "190px"}
-        layout = w.Layout(width="440px")
+        label_px = label_px if label_px is not None else label_width([row])
+        style = {"description_width": f"{label_px}px"}
+        layout = w.Layout(width=f"{label_px + VALUE_WIDTH_PX}px")
         common = {"description": row.name, "style": style, "layout": layout, "tooltip": self.base_tooltip}
         self.reset = None
         if self.kind == "dropdown":
@@ -251,13 +270,17 @@ class RowControl:
                 self.widget.value = bool(self._effective(value))
             elif self.kind == "slider":
                 shown = self._effective(value)
-                if not isinstance(shown, (int, float)) or isinstance(shown, bool):
+                known = isinstance(shown, (int, float)) and not isinstance(shown, bool)
+                if not known:
                     shown = self.widget.min
                 shown = min(max(shown, self.widget.min), self.widget.max)
                 self.widget.value = int(shown) if self.row.type == "int" else float(shown)
+                # unset: the slider stands at the backend's default; where the table does not
+                # know that default it shows no number rather than a made-up one
+                self.widget.readout = known
                 if self.reset is not None:
                     self.reset.disabled = value is None or self.disabled_reason is not None
-                self.widget.description = self.row.name + (" (unset)" if value is None else "")
+                self.widget.description = self.row.name + (UNSET_MARK if value is None else "")
             else:
                 self.widget.value = format_value(value)
         finally:
@@ -371,10 +394,12 @@ __all__ = [
     "MAX_FLOAT_SLIDER_RATIO",
     "MAX_INT_SLIDER_SPAN",
     "UNSET",
+    "UNSET_MARK",
     "RowControl",
     "control_kind",
     "format_value",
     "gate_problem",
+    "label_width",
     "library_default",
     "machine_cc",
     "parse_text",

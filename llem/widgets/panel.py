@@ -18,8 +18,9 @@ from traitlets import TraitError
 
 from llem import spec
 from llem.config import ExperimentConfig
+from llem.spec.flat import flatten
 from llem.spec.model import BACKENDS
-from llem.widgets.controls import RowControl, _ParseError, machine_cc, require_ipywidgets
+from llem.widgets.controls import RowControl, _ParseError, label_width, machine_cc, require_ipywidgets
 from llem.widgets.runview import RunView
 
 _w = require_ipywidgets()
@@ -41,7 +42,7 @@ class ConfigPanel(_w.VBox):  # type: ignore[misc, name-defined]
         the tier the form gates against. Without it (and without a target in the config)
         the form gates against this machine's GPU, or the ``cpu`` tier.
     prompts : optional
-        Prompts for the Run button (default: the config's ``prompts``).
+        Prompts for the Run button (default: the config's ``prompts``); the form lists them.
     runner : callable, optional
         ``runner(config, prompts, progress=..., on_sample=...)``; default :func:`llem.run`.
 
@@ -53,6 +54,11 @@ class ConfigPanel(_w.VBox):  # type: ignore[misc, name-defined]
         The last refused edit's reason (empty when the last edit was applied).
     notes : ipywidgets.HTML
         Settings that will have no effect, and what the config noted.
+    prompts_view : ipywidgets.HTML
+        The prompts the Run button uses.
+    switch_note : ipywidgets.HTML
+        After a change of backend: which settings were kept, which were reset, and which
+        the new backend does not use (``switch_text`` holds the same as text).
     output : ipywidgets.Output
         Where the Run button's results appear.
     result : Result or None
@@ -70,7 +76,13 @@ class ConfigPanel(_w.VBox):  # type: ignore[misc, name-defined]
         self.result: Any = None
         self.results: list[Any] = []
         self.last_error = ""
+        self.switch_text = ""
+        self._switch_reset: dict[str, Any] = {}
         self.title = _w.HTML()
+        self.prompts_view = _w.HTML(value=self._prompts_html())
+        self.prompts_view.add_class("llem-prompts")
+        self.switch_note = _w.HTML(value="")
+        self.switch_note.add_class("llem-switch-note")
         self.tabs = _w.Tab()
         self.error = _w.HTML(value="")
         self.error.add_class("llem-error")
@@ -85,7 +97,8 @@ class ConfigPanel(_w.VBox):  # type: ignore[misc, name-defined]
         self._build()
         self._observe_config()
         super().__init__(
-            children=[self.title, self.tabs, self.error, self.notes, self.run_button, self.live, self.output],
+            children=[self.title, self.prompts_view, self.switch_note, self.tabs, self.error, self.notes,
+                      self.run_button, self.live, self.output],
             **kwargs,
         )
         self.add_class("llem-config-panel")
@@ -122,8 +135,9 @@ class ConfigPanel(_w.VBox):  # type: ignore[misc, name-defined]
         for section in self._sections():
             rows = spec.params(section, backend) if backend in spec.BACKENDS else ()
             boxes = []
+            width = label_width(rows)  # one label column per tab, wide enough for its longest label
             for row in rows:
-                rc = RowControl(row, backend, self._on_edit)
+                rc = RowControl(row, backend, self._on_edit, label_px=width)
                 value = self.config.get(row.path)
                 rc.value = value
                 rc.gate(cc)
@@ -166,6 +180,7 @@ class ConfigPanel(_w.VBox):  # type: ignore[misc, name-defined]
 
     def _refresh_header(self) -> None:
         cfg = self.config
+        self.prompts_view.value = self._prompts_html()
         self.title.value = (f"<b>llem config</b>: {html.escape(str(cfg.model))} on "
                             f"{html.escape(cfg.backend)} &mdash; {html.escape(self.tier_text())}")
         skipped = {}
@@ -184,14 +199,66 @@ class ConfigPanel(_w.VBox):  # type: ignore[misc, name-defined]
         section = "experiment" if isinstance(owner, ExperimentConfig) else owner._section
         path = f"{section}.{change['name']}"
         if path == "experiment.backend" and change["new"] != self._built_for:
+            self._switched(str(change["old"]), str(change["new"]))
             self._build()
             return
+        if self._built_for is not None and self.config.backend != self._built_for:
+            # the config resets what the new backend does not take before the panel hears of
+            # the switch itself: remember what it was, for the switch note
+            if change["old"] is not None and change["new"] is None:
+                self._switch_reset[path] = change["old"]
         rc = self.controls.get(path)
         if rc is not None:
             rc.show(change["new"])
         if path == "experiment.target_gpu":
             self._regate()
         self._refresh_header()
+
+    def _switched(self, old: str, new: str) -> None:
+        """Say what a change of backend did to the settings (the ``switch_note``)."""
+        reset, self._switch_reset = self._switch_reset, {}
+        flat = flatten(self.config.to_dict(only_set=True))
+        kept = {p: v for p, v in flat.items() if p.startswith("decoder.")
+                and v != spec.param(p).default}
+        unused = {}
+        if old in BACKENDS:
+            section = getattr(self.config, old)
+            unused = {f"{old}.{name}": getattr(section, name) for name, row in section._rows.items()
+                      if getattr(section, name) is not None and getattr(section, name) != row.default}
+
+        def listing(values: dict[str, Any]) -> str:
+            return ", ".join(f"{p}={v!r}" for p, v in values.items())
+
+        lines = [f"Backend changed from {old} to {new}."]
+        lines.append(f"Kept: {listing(kept)}." if kept else "No decoder setting to keep.")
+        if reset:
+            lines.append(f"Reset (unset): {listing(reset)}: {new} does not take "
+                         f"{'it' if len(reset) == 1 else 'them'}.")
+        if unused:
+            lines.append(f"Not used by {new}: {listing(unused)} (kept in the {old} section; "
+                         f"switching back to {old} uses {'it' if len(unused) == 1 else 'them'} again).")
+        self.switch_text = " ".join(lines)
+        self.switch_note.value = ("<div class='llem-switch' style='white-space:pre-wrap'>&#8644; "
+                                  + html.escape("\n".join(lines)) + "</div>")
+
+    def _prompts_html(self) -> str:
+        """The prompts the Run button uses, as a short list."""
+        return "<div>" + html.escape(self.prompts_text()).replace("\n", "<br>") + "</div>"
+
+    def prompts_text(self) -> str:
+        """``prompts (2, given to the panel): 1. Hello! ...``, or the config's prompt set."""
+        items = self.prompts
+        if items is None:
+            return f"prompts: the config's set {self.config.prompts!r}"
+        if isinstance(items, str):
+            items = [items]
+        try:
+            items = [str(getattr(p, "text", p)) for p in items]
+        except TypeError:
+            return f"prompts: {items!r}"
+        shown = [f"{i}. {p if len(p) <= 120 else p[:119] + '...'}" for i, p in enumerate(items[:8], 1)]
+        more = f"\n... and {len(items) - 8} more" if len(items) > 8 else ""
+        return f"prompts ({len(items)}, given to the panel; Run uses them):\n" + "\n".join(shown) + more
 
     def _regate(self) -> None:
         cc = self.cc
@@ -236,8 +303,8 @@ class ConfigPanel(_w.VBox):  # type: ignore[misc, name-defined]
 
     def _refuse(self, rc: RowControl, message: str) -> None:
         self.last_error = message
-        self.error.value = (f"<div style='color:#b00020;white-space:pre-wrap'>&#9888; "
-                            f"{html.escape(message)}</div>")
+        self.error.value = ("<div style='color:var(--jp-error-color1, #b00020);white-space:pre-wrap'>"
+                            f"&#9888; {html.escape(message)}</div>")
         try:
             self.sync()  # the refused value goes back to the config's, everywhere
         except Exception:  # noqa: BLE001
@@ -279,7 +346,9 @@ class ConfigPanel(_w.VBox):  # type: ignore[misc, name-defined]
     # -- text --------------------------------------------------------------------------------------
     def text(self) -> str:
         """The config (only what is set) as YAML, with the tier and the last refusal."""
-        lines = [f"ConfigPanel ({self.tier_text()})", self.config.to_yaml().rstrip()]
+        lines = [f"ConfigPanel ({self.tier_text()})", self.prompts_text(), self.config.to_yaml().rstrip()]
+        if self.switch_text:
+            lines.append(self.switch_text)
         if self.last_error:
             lines.append(f"refused: {self.last_error}")
         if self.result is not None:
@@ -304,7 +373,8 @@ class _Message:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         return {"text/plain": self.text,
-                "text/html": f"<div style='color:#b00020'>{html.escape(self.text)}</div>"}
+                "text/html": "<div style='color:var(--jp-error-color1, #b00020)'>"
+                              f"{html.escape(self.text)}</div>"}
 
 
 __all__ = ["PANEL_SECTIONS", "ConfigPanel"]

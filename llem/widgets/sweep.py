@@ -19,6 +19,7 @@ from typing import Any
 from llem.errors import missing_dependency
 from llem.results import figure
 from llem.study.outcome import clock, sweep_info
+from llem.widgets.svg import themed
 
 try:
     import ipywidgets as _w
@@ -46,10 +47,11 @@ def sweep_svg(points: dict[str, list[float]], labels: Sequence[str], title: str,
     left, right, top = 230, 20, 26
     height = top + row_h * max(1, len(rows)) + 30
     out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
-           f"font-family='sans-serif' font-size='11'>",
+           f"font-family='sans-serif' font-size='11' {themed('color', 'text')} fill='currentColor'>",
            f"<text x='{left}' y='14' font-weight='bold'>{e(title)}</text>"]
     if not values:
-        out.append(f"<text x='{left}' y='{top + 14}' fill='#888'>waiting for the first result</text>")
+        out.append(f"<text x='{left}' y='{top + 14}' {themed('fill', 'muted')}>"
+                   "waiting for the first result</text>")
         out.append("</svg>")
         return "".join(out)
     lo, hi = min(values), max(values)
@@ -66,7 +68,8 @@ def sweep_svg(points: dict[str, list[float]], labels: Sequence[str], title: str,
         short = lb if len(lb) <= 36 else lb[:35] + "\u2026"
         out.append(f"<text x='{left - 6}' y='{y + 4}' text-anchor='end'><title>{e(lb)}</title>"
                    f"{e(short)}</text>")
-        out.append(f"<line x1='{left}' x2='{width - right}' y1='{y}' y2='{y}' stroke='#eee'/>")
+        out.append(f"<line x1='{left}' x2='{width - right}' y1='{y}' y2='{y}' "
+                   f"{themed('stroke', 'border')} stroke-opacity='0.35'/>")
         vals = points.get(lb, [])
         for v in vals:
             out.append(f"<circle cx='{x(v):.1f}' cy='{y:.1f}' r='4' fill='#4c78a8' "
@@ -76,7 +79,8 @@ def sweep_svg(points: dict[str, list[float]], labels: Sequence[str], title: str,
             out.append(f"<line x1='{x(m):.1f}' x2='{x(m):.1f}' y1='{y - 7:.1f}' y2='{y + 7:.1f}' "
                        "stroke='#e45756' stroke-width='2'/>")
     base = top + row_h * len(rows) + 4
-    out.append(f"<line x1='{left}' x2='{width - right}' y1='{base}' y2='{base}' stroke='#444'/>")
+    out.append(f"<line x1='{left}' x2='{width - right}' y1='{base}' y2='{base}' "
+               f"{themed('stroke', 'border')}/>")
     for k in range(5):
         v = lo + span * k / 4
         out.append(f"<text x='{x(v):.1f}' y='{base + 14}' text-anchor='middle'>{v:.3g}</text>")
