@@ -4,7 +4,9 @@ The test installs what it needs (``apt-get install -y chromium`` when /usr/bin/c
 missing; Playwright never downloads a browser), serves a copy of the quickstart notebook,
 runs all its cells, checks that the capability matrix and a power plot are drawn, edits
 the config panel and sees the linked config change in a cell's output, and saves a
-screenshot to ``test-artifacts/``. It is skipped only when chromium cannot be installed.
+screenshot to ``test-artifacts/``. A second notebook is a user's first cells: a slow model
+load whose clock ticks in the browser while its live plot draws, then a second cell that
+reuses the model. It is skipped only when chromium cannot be installed.
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ def lab(tmp_path_factory):
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     nbformat.write(nb, root / "01-quickstart.ipynb")
+    first = nbformat.v4.new_notebook()
+    first.cells = [nbformat.v4.new_code_cell(src) for src in FIRST_HOUR]
+    first.metadata["kernelspec"] = nb.metadata.get("kernelspec", {"name": "python3", "display_name": "Python 3"})
+    nbformat.write(first, root / "first-hour.ipynb")
     # every cell in the DOM (no windowing), no news toast
     settings = root / ".settings"
     for plugin, values in {
@@ -128,6 +134,31 @@ _PRINTED = """() => {
     }
   }
   return false;
+}"""
+
+
+#: A user's first cells. The first makes the model load take SLOW_LOAD_S longer (a stand-in
+#: for a 40 s load of a real model), so the browser can watch the clock tick through it.
+SLOW_LOAD_S = 5
+FIRST_HOUR = [
+    "%load_ext llem\n"
+    "import time\n"
+    "from llem.backends.pytorch import PyTorchBackend\n"
+    "_real_load = PyTorchBackend.load\n"
+    "def _slow_load(self, cfg):\n"
+    f"    time.sleep({SLOW_LOAD_S})\n"
+    "    return _real_load(self, cfg)\n"
+    "PyTorchBackend.load = _slow_load",
+    "%%llem -m tiny-random-llama -n 4 -r 1 --meter estimate --set experiment.sampling_interval_s=0.05\n"
+    "Hello there",
+    "%%llem -m tiny-random-llama -n 6 -r 1 --meter estimate\nWhat is 2 + 2?",
+]
+
+_LOAD_STATE = """() => {
+  const run = document.querySelector('.llem-run');
+  if (!run) return null;
+  return {status: run.querySelector('.widget-html-content').textContent,
+          lines: run.querySelectorAll('svg.llem-power-plot polyline').length};
 }"""
 
 
@@ -210,3 +241,56 @@ def test_quickstart_in_jupyterlab(lab):
     assert shot.exists() and shot.stat().st_size > 10_000
     assert (ARTIFACTS / "browser-live-power.png").exists()
     print(f"browser test: {time.monotonic() - t0:.1f} s in the browser; screenshot {shot}")
+
+
+def _run_all(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector(".jp-NotebookPanel .jp-CodeCell")
+    page.wait_for_function(_KERNEL_IDLE, timeout=90_000)
+    page.locator("[data-command='notebook:restart-run-all']").first.click()
+    page.locator(".jp-Dialog .jp-mod-accept").click()
+
+
+def _all_ran(page) -> bool:
+    prompts = _prompts(page)
+    return bool(prompts) and all(p.startswith("[") and p[1:-2].strip().isdigit() for p in prompts)
+
+
+def test_a_slow_load_ticks_and_the_second_cell_reuses_the_model(lab):
+    _ensure_chromium()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        try:
+            _run_all(page, f"{lab}/lab/tree/first-hour.ipynb")
+            loading: set[str] = set()
+            drawn_while_loading = False
+            deadline = time.monotonic() + RUN_ALL_TIMEOUT_S
+            while not _all_ran(page):
+                state = page.evaluate(_LOAD_STATE)
+                if state and "loading the model" in state["status"]:
+                    loading.add(state["status"])
+                    drawn_while_loading = drawn_while_loading or state["lines"] > 0
+                assert time.monotonic() < deadline, f"cells did not finish: {_prompts(page)}"
+                time.sleep(0.25)
+            # the clock moved while the load reported nothing: one status per tick
+            assert len(loading) >= 3, loading
+            assert drawn_while_loading, "the live plot drew no power line during the load"
+            errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
+                                  has_text="Error")
+            assert errors.count() == 0, errors.first.inner_text()
+            second = page.locator(".jp-CodeCell", has_text="What is 2 + 2?")
+            report = second.locator(".llem-run-report")
+            report.wait_for()
+            assert "Model reused from the previous cell" in report.inner_text()
+            status = second.locator(".llem-run .widget-html-content").first.inner_text()
+            assert "done in" in status
+            took = float(status.rpartition("done in ")[2].split()[0])
+            assert took < SLOW_LOAD_S, f"the second cell loaded again: {status}"
+            second.screenshot(path=str(ARTIFACTS / "browser-reused-cell.png"))
+        finally:
+            page.screenshot(path=str(ARTIFACTS / "browser-first-hour.png"), full_page=False)
+            browser.close()

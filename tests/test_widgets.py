@@ -453,3 +453,26 @@ def test_run_view_follows_progress_and_samples():
     assert view.bar.value == view.bar.max and view.bar.bar_style == "success"
     text = view._repr_mimebundle_()["text/plain"]
     assert text.startswith("t: done") and "1 samples" in text
+
+
+def test_run_view_ticks_on_its_own_and_shows_what_the_load_does():
+    import time
+
+    view = RunView(title="t", tick_s=0.02)
+    view.progress("load", 0, 1, step="reading the weights from the GGUF file")
+    first = view.status.value
+    assert "loading the model: reading the weights from the GGUF file" in first
+    deadline = time.monotonic() + 5
+    while view.ticks < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert view.ticks >= 3 and view.status.value != first  # the clock moved, nobody reported
+    assert "reading the weights" in view.status.value
+    view.progress("warmup", 0, 1)
+    assert "reading the weights" not in view.status.value  # a step belongs to its stage
+    view.done()
+    ticks = view.ticks
+    time.sleep(0.1)
+    assert view.ticks == ticks and not view._ticker.is_alive()
+    closed = RunView(title="c", tick_s=0.02)
+    closed.close()
+    assert not closed._ticker.is_alive()
