@@ -56,6 +56,25 @@ def cell(ip, line: str, body: str = "Hello\n"):
     return r, c
 
 
+@pytest.fixture
+def views(ip, monkeypatch):
+    """The live views the magic makes (live on), each with ``seen``: its status values in turn."""
+    pytest.importorskip("ipywidgets")
+    made = []
+    real = LlemMagics._live_view
+
+    def spy(self, cfg):
+        view = real(self, cfg)
+        view.seen = []
+        view.status.observe(lambda ch: view.seen.append(ch["new"]), names="value")
+        made.append(view)
+        return view
+
+    monkeypatch.setattr(LlemMagics, "_live_view", spy)
+    magics(ip).live = "widget"
+    return made
+
+
 def reused(result) -> bool:
     return any(REUSED in n.lower() for n in result.notes)
 
@@ -199,26 +218,12 @@ def test_an_interrupted_run_says_where_the_partial_result_is(ip, monkeypatch):
     assert reused(again)
 
 
-def test_an_unknown_model_fails_once_without_an_empty_plot(ip):
-    pytest.importorskip("ipywidgets")
+def test_an_unknown_model_fails_once_without_an_empty_plot(ip, views):
     from llem.widgets.runview import RunView
 
-    magics(ip).live = "widget"
-    made = []
-    real = LlemMagics._live_view
-
-    def spy(self, cfg):
-        view = real(self, cfg)
-        made.append(view)
-        return view
-
-    LlemMagics._live_view = spy
-    try:
-        with capture_output() as c:
-            ip.run_cell("%%llem -m ./no-such-model -n 2 -r 1 --meter estimate\nhi\n")
-    finally:
-        LlemMagics._live_view = real
-    (view,) = made
+    with capture_output() as c:
+        ip.run_cell("%%llem -m ./no-such-model -n 2 -r 1 --meter estimate\nhi\n")
+    (view,) = views
     assert isinstance(view, RunView)
     assert c.stderr.count("was not found") == 1 and c.stderr.count("UsageError") == 1
     assert "Traceback" not in c.stderr and "was not found" not in c.stdout
@@ -229,8 +234,7 @@ def test_an_unknown_model_fails_once_without_an_empty_plot(ip):
 
 
 # ------------------------------------------------------------------- item 2: a live load
-def test_the_load_ticks_tells_its_steps_and_is_sampled(ip, monkeypatch):
-    pytest.importorskip("ipywidgets")
+def test_the_load_ticks_tells_its_steps_and_is_sampled(ip, views, monkeypatch):
     import llem.widgets.runview as runview
 
     monkeypatch.setattr(runview, "TICK_S", 0.05)
@@ -242,21 +246,8 @@ def test_the_load_ticks_tells_its_steps_and_is_sampled(ip, monkeypatch):
         return info
 
     monkeypatch.setattr(PyTorchBackend, "load", slow_load)
-    made = []
-    real = LlemMagics._live_view
-
-    def spy(self, cfg):
-        view = real(self, cfg)
-        seen: list[str] = []
-        view.status.observe(lambda ch: seen.append(ch["new"]), names="value")
-        view.seen = seen
-        made.append(view)
-        return view
-
-    monkeypatch.setattr(LlemMagics, "_live_view", spy)
-    magics(ip).live = "widget"
     cell(ip, TINY + " --set experiment.sampling_interval_s=0.05")
-    (view,) = made
+    (view,) = views
     loading = [s for s in view.seen if "loading the model" in s]
     # the same step shown with a growing clock: the timer ticked while nothing reported
     assert len(set(loading)) >= 5, loading
@@ -275,25 +266,12 @@ def test_the_load_ticks_tells_its_steps_and_is_sampled(ip, monkeypatch):
     assert PHASE_COLOURS["load"] in view.plot.svg()
 
 
-def test_a_reused_cell_says_so_while_it_loads(ip, monkeypatch):
-    pytest.importorskip("ipywidgets")
+def test_a_reused_cell_says_so_while_it_loads(ip, views):
     cell(ip, TINY)
-    made = []
-    real = LlemMagics._live_view
-
-    def spy(self, cfg):
-        view = real(self, cfg)
-        seen: list[str] = []
-        view.status.observe(lambda ch: seen.append(ch["new"]), names="value")
-        view.seen = seen
-        made.append(view)
-        return view
-
-    monkeypatch.setattr(LlemMagics, "_live_view", spy)
-    magics(ip).live = "widget"
     cell(ip, TINY)
-    (view,) = made
-    assert any(REUSED in s.lower() for s in view.seen)
+    first, second = views
+    assert not any(REUSED in s.lower() for s in first.seen)
+    assert any(REUSED in s.lower() for s in second.seen)
 
 
 # ------------------------------------------------------------- item 9: no bar leaks
