@@ -274,7 +274,11 @@ class LlemMagics(Magics):
           %llem matrix [--target T] [-b BACKEND]
           %llem config show|validate|panel [SOURCE] [options]
           %llem last
+          %llem release      (free the model kept from the previous cell)
           %llem doctor
+
+        A cell whose load-time settings are the previous cell's reuses its model (the
+        result's notes say so); ``--fresh`` loads again.
         """
         if cell is not None:
             return self._run_cell(line, cell)
