@@ -220,7 +220,8 @@ class _Progress:
             tqdm = None
         self._tqdm = tqdm
 
-    def __call__(self, stage: str, done: int, total: int) -> None:
+    def __call__(self, stage: str, done: int, total: int, step: str | None = None) -> None:
+        """Draw ``done`` of ``total`` of ``stage``; ``step`` (what the load is doing) goes beside it."""
         if not self.enabled:
             return
         key = "run" if stage.startswith("run ") else stage
@@ -241,9 +242,11 @@ class _Progress:
             if stage.startswith("run "):
                 self.bar.set_description(f"measuring {stage}")
             self.bar.total = max(total, 1)
-            step = min(done, self.bar.total) - self.bar.n
-            if step > 0:
-                self.bar.update(step)
+            if step is not None and key == "load":
+                self.bar.set_postfix_str(step, refresh=False)
+            ahead = min(done, self.bar.total) - self.bar.n
+            if ahead > 0:
+                self.bar.update(ahead)
             else:
                 self.bar.refresh()
 

@@ -51,11 +51,16 @@ class MeterReadError(LlemError, RuntimeError):
 
 
 class RunInterrupted(LlemError):
-    """A run was interrupted; ``partial`` holds what was measured before it stopped."""
+    """A run was interrupted; ``partial`` holds what was measured before it stopped.
 
-    def __init__(self, message: str, partial: object = None) -> None:
+    ``stage`` is where the interrupt landed (``"load"``, ``"warmup"``, ``"run 2/3"``...;
+    empty when not known).
+    """
+
+    def __init__(self, message: str, partial: object = None, stage: str = "") -> None:
         super().__init__(message)
         self.partial = partial
+        self.stage = stage
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

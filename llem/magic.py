@@ -36,6 +36,7 @@ from llem._input import InputRefused, load_json, load_yaml, parse_yaml, read_tex
 from llem.config import choices
 from llem.errors import LlemError, unknown_name
 from llem.machine import Where, where
+from llem.magic_keep import CellModel, interrupted_message
 from llem.options import (
     OPTIONS,
     SET_HELP,
@@ -88,6 +89,9 @@ def _cell_parser() -> _Parser:
     p.add_argument("-o", "--out", metavar="NAME", help="Store the Result in this variable.")
     p.add_argument("-q", "--quiet", action="store_true", help="Show nothing; only store the Result.")
     p.add_argument("--no-live", action="store_true", help="No progress bar or live power plot.")
+    p.add_argument("--fresh", action="store_true", help=(
+        "Load the model again even when the previous cell's model has the same load-time "
+        "settings (that one is otherwise reused)."))
     return p
 
 
@@ -114,6 +118,7 @@ USAGE = """\
 %llem config validate [SOURCE] [options]  check it (rules and the GPU tier), with fixes
 %llem config panel [SOURCE] [options]     a form for it, with a Run button
 %llem last                  the last result
+%llem release               free the model kept from the previous %%llem cell
 %llem doctor                which energy meters work here, and why the others don't
 """
 
@@ -227,6 +232,8 @@ class LlemMagics(Magics):
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.last: Any = None
+        #: The model kept loaded between cells (:class:`llem.magic_keep.CellModel`).
+        self.kept = CellModel()
 
     @validate("default_backend", "default_meter")
     def _check_registered(self, proposal: Any) -> str | None:
@@ -268,7 +275,11 @@ class LlemMagics(Magics):
           %llem matrix [--target T] [-b BACKEND]
           %llem config show|validate|panel [SOURCE] [options]
           %llem last
+          %llem release      (free the model kept from the previous cell)
           %llem doctor
+
+        A cell whose load-time settings are the previous cell's reuses its model (the
+        result's notes say so); ``--fresh`` loads again.
         """
         if cell is not None:
             return self._run_cell(line, cell)
@@ -371,22 +382,32 @@ class LlemMagics(Magics):
         import llem
         from llem.errors import RunInterrupted
 
+        if args.fresh:
+            self.kept.release()
         try:
-            with _library_bars_hidden(self.quiet_libraries):
+            with _library_bars_hidden(self.quiet_libraries), self.kept.run(cfg) as backend:
                 result = llem.run(cfg, progress=view.progress if view else None,
-                                  on_sample=view.on_sample if view else None)
+                                  on_sample=view.on_sample if view else None, backend=backend)
         except RunInterrupted as e:
             if view is not None:
                 view.failed("interrupted")
                 _settle(handle, view)
-            self._store(e.partial, args.out)
-            where = "`%llem last`" + (f" and {args.out!r}" if args.out else "")
-            raise UsageError(f"{_short(e)} The partial result is in {where}.") from None
+            partial = e.partial
+            if getattr(partial, "runs", None) == ():
+                raise UsageError(interrupted_message(partial, "", None, e.stage)) from None
+            self._store(partial, args.out)
+            if self.shell is not None:
+                self.shell.user_ns["_llem_partial"] = partial
+            raise UsageError(interrupted_message(partial, args.out, self.kept, e.stage)) from None
         except (LlemError, ImportError, MemoryError) as e:
             if view is not None:
-                view.failed(_short(e).splitlines()[0])
+                view.failed("the error is below", hide_plot=True)
                 _settle(handle, view)
             raise UsageError(_short(e)) from None
+        except BaseException:
+            if view is not None:
+                view.failed("stopped")
+            raise
         if view is not None:
             view.done(result)
             _settle(handle, view)
@@ -398,7 +419,8 @@ class LlemMagics(Magics):
                 raise UsageError(f"The run finished but saving its result failed: {e}") from None
         if args.quiet:
             return None
-        extra = RunReport(result, n_text=self.show_text, timeline=self.timeline)
+        extra = RunReport(result, n_text=self.show_text, timeline=self.timeline,
+                          header=self.kept.said(result))
         if extra.has_content():
             display(*extra.outputs())
         return result
@@ -440,11 +462,16 @@ class LlemMagics(Magics):
             if self.last is None:
                 raise UsageError("No llem result yet in this session: run a %%llem cell first.")
             return self.last
+        if sub == "release":
+            if rest.strip():
+                raise UsageError(f"%llem release takes nothing, not {rest.strip()!r}.")
+            print(self.kept.release())
+            return None
         if sub not in ("matrix", "config", "doctor", "panel"):
             from llem.errors import did_you_mean
 
-            raise UsageError(f"Unknown %llem command {sub!r}."
-                             f"{did_you_mean(sub, ['matrix', 'config', 'last', 'doctor'])}\n{USAGE}")
+            known = ["matrix", "config", "last", "release", "doctor"]
+            raise UsageError(f"Unknown %llem command {sub!r}.{did_you_mean(sub, known)}\n{USAGE}")
         if sub == "panel":
             sub, rest = "config", "panel " + rest
         args = _line_parser(sub).parse_argstring(rest)
@@ -493,8 +520,18 @@ class LlemMagics(Magics):
 
 @contextlib.contextmanager
 def _library_bars_hidden(hide: bool) -> Iterator[None]:
-    """Hide transformers' progress bars for the duration (restored after)."""
-    if not hide or importlib.util.find_spec("transformers") is None:
+    """Hide transformers' progress bars for the duration (restored after); else let them draw.
+
+    The backend turns them into load steps in any case (:mod:`llem.backends.loadsteps`)
+    unless ``hide`` is False.
+    """
+    if not hide:
+        from llem.backends.loadsteps import library_bars_shown
+
+        with library_bars_shown():
+            yield
+        return
+    if importlib.util.find_spec("transformers") is None:
         yield
         return
     try:
@@ -572,10 +609,11 @@ class MatrixTable:
 class RunReport:
     """What ``%%llem`` shows after a run, before the Result's summary: text and timeline."""
 
-    def __init__(self, result: Any, n_text: int = 2, timeline: bool = True) -> None:
+    def __init__(self, result: Any, n_text: int = 2, timeline: bool = True, header: str = "") -> None:
         self.result = result
         self.n_text = n_text
         self.timeline = timeline
+        self.header = header
 
     def pairs(self) -> list[tuple[str, str]]:
         """``(prompt, generated text)`` of the first ``n_text`` requests of the last run."""
@@ -592,7 +630,7 @@ class RunReport:
         return tuple(getattr(self.result, "warnings", ()) or ())
 
     def has_content(self) -> bool:
-        """True when there is text or a timeline to show (the warnings then come first).
+        """True when there is text or a timeline to show (the header and warnings come first).
 
         Warnings alone do not make a report: the Result's own display below shows them too.
         """
@@ -627,6 +665,9 @@ class RunReport:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         lines, parts = [], []
+        if self.header:
+            lines.append(self.header)
+            parts.append(f"<div class='llem-run-header' style='opacity:0.8'>{html.escape(self.header)}</div>")
         warnings = self.warnings()  # first: what to doubt in the figures below
         lines.extend(flags_text(warnings, indent=""))
         parts.append(flags_html(warnings))
@@ -670,12 +711,16 @@ LlemMagics.llem.getdoc = magic_help  # type: ignore[union-attr]
 
 def load_ipython_extension(ipython: Any) -> None:
     """Register :class:`LlemMagics` (``%load_ext llem``); replaces an earlier instance on reload."""
+    unload_ipython_extension(ipython)  # an earlier instance frees its kept model
     ipython.configurables[:] = [c for c in ipython.configurables if type(c).__name__ != "LlemMagics"]
     ipython.register_magics(LlemMagics(shell=ipython))
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    """Forget the magics' settings object (``%unload_ext llem``)."""
+    """Free the kept model and forget the magics' settings object (``%unload_ext llem``)."""
+    for c in ipython.configurables:
+        if type(c).__name__ == "LlemMagics" and getattr(c, "kept", None) is not None:
+            c.kept.release()
     ipython.configurables[:] = [c for c in ipython.configurables if type(c).__name__ != "LlemMagics"]
 
 

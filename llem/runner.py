@@ -37,7 +37,6 @@ import inspect
 import os
 import re
 import statistics
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from typing import Any
 
 from llem import plugins, spec
 from llem._version import __version__
+from llem.backends import loadsteps
 from llem.backends.phases import run_phases
 from llem.config import ExperimentConfig
 from llem.energy.conditions import cpu_times, other_cpu_share
@@ -62,6 +62,7 @@ from llem.machine import (
     visible_gpus,
 )
 from llem.models import check_hub_access
+from llem.progress import ProgressCallback, SampleForwarder, live_window, reporters
 from llem.prompts import Prompt, load_prompts, synthetic_prompts
 from llem.results import RequestRecord, Result, RunMeasurement, now_iso, plain
 from llem.results.flags import result_flags
@@ -74,7 +75,6 @@ STRATEGIES: tuple[str, ...] = tuple(spec.param("pytorch.batching_strategy").choi
 #: Token budget of a dynamic batch when ``max_tokens_per_batch`` is unset (the row's default).
 DEFAULT_MAX_TOKENS_PER_BATCH: int = spec.param("pytorch.max_tokens_per_batch").library_default["pytorch"]
 
-ProgressCallback = Callable[[str, int, int], None]
 
 
 # ------------------------------------------------------------------- backends
@@ -450,48 +450,6 @@ def _metered_gpus(info: Any, machine: Machine, notes: list[str]) -> tuple[Gpu, .
     return gpus
 
 
-class _SampleForwarder:
-    """Hand each new live sample of an open window to ``on_sample``, from a thread.
-
-    The callback runs on this thread; an exception in it stops the forwarding (noted in
-    the result) but never the run.
-    """
-
-    def __init__(self, win: Any, on_sample: Callable[[Any], None], interval_s: float) -> None:
-        self.win, self.on_sample = win, on_sample
-        self.interval_s = max(0.05, float(interval_s))
-        self.sent = 0
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="llem-live", daemon=True)
-
-    def _flush(self) -> None:
-        samples = self.win.live_samples()
-        for s in samples[self.sent:]:
-            self.on_sample(s)
-        self.sent = len(samples)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self._flush()
-            except Exception as exc:  # noqa: BLE001 - a display callback must not stop a run
-                self.error = exc
-                return
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        if self.error is None:
-            try:
-                self._flush()  # what arrived since the last poll, and the closing reading
-            except Exception as exc:  # noqa: BLE001
-                self.error = exc
-
-
 def run(
     config: ExperimentConfig | dict[str, Any] | str | os.PathLike[str] | None = None,
     prompts: Any = None,
@@ -512,9 +470,16 @@ def run(
         strings, or ``"synthetic"`` (see :func:`llem.prompts.load_prompts`).
     progress : callable, optional
         ``progress(stage, done, total)`` with stage ``"load"``, ``"warmup"``,
-        ``"thermal"``, ``"run 1/3"``... and ``"done"``.
+        ``"thermal"``, ``"run 1/3"``... and ``"done"``. A callback that also takes a
+        ``step`` keyword hears what the load is doing (``step="reading the weights from the
+        GGUF file"``, the libraries' progress bars as ``"Loading weights 12/30"``) and the
+        start of each measured run (``done`` its first batch's count, ``step="starting"``).
+        The libraries' own progress bars are not drawn during the load
+        (:mod:`llem.backends.loadsteps`).
     on_sample : callable, optional
-        Receives each live power sample from the energy sampler.
+        Receives each live power sample from the energy sampler: from the start of the
+        load (a window of its own, without baseline, covers the load and the warmup; its
+        samples go only to ``on_sample``), then those of each measured run.
     backend : backend object, optional
         Use this backend instead of making one for ``config.backend``. The runner calls
         its ``load(config)`` as usual but does not release it at the end: the caller owns
@@ -534,7 +499,7 @@ def run(
         With the fix in the message.
     """
     cfg = as_config(config)
-    report = progress or (lambda stage, done, total: None)
+    report, tell = reporters(progress)
     created = now_iso()
     cfg_dict = plain(cfg.to_dict())
     cfg_hash = cfg.config_hash()
@@ -585,37 +550,41 @@ def run(
         return dataclasses.replace(res, flags=result_flags(res, cpu_shares))
 
     limit = RunPowerLimit(cfg.gpu_power_limit_w, effective)  # refused here, before the load
+    live_pre = live_window(_window(cfg, baseline=False), on_sample, cfg.sampling_interval_s)
     try:
-        report("load", 0, 1)
-        info = backend.load(load_cfg)
-        report("load", 1, 1)
-        effective.update(info.effective)
-        backend_skips.update(info.skipped)
-        notes.extend(info.notes)
-        metered = _metered_gpus(info, machine, notes)  # meter exactly the model's GPUs
-        gpu_ids = [g.index for g in metered]
-        # skip rules on what the load found (a failed compile, a checkpoint's quantization)
-        facts.update(getattr(info, "facts", {}) or {})
-        table_skips.update(cfg.skipped(facts))
-        if "decoder.preset" not in effective and cfg.decoder.preset:
-            effective["decoder.preset"] = cfg.decoder.preset
+        with live_pre:  # samples from the start of the load, for a live plot only
+            report("load", 0, 1)
+            with loadsteps.reporting(lambda text, d, t: tell("load", 0, 1, text, d, t)):
+                info = backend.load(load_cfg)
+            report("load", 1, 1)
+            effective.update(info.effective)
+            backend_skips.update(info.skipped)
+            notes.extend(info.notes)
+            metered = _metered_gpus(info, machine, notes)  # meter exactly the model's GPUs
+            gpu_ids = [g.index for g in metered]
+            # skip rules on what the load found (a failed compile, a checkpoint's quantization)
+            facts.update(getattr(info, "facts", {}) or {})
+            table_skips.update(cfg.skipped(facts))
+            if "decoder.preset" not in effective and cfg.decoder.preset:
+                effective["decoder.preset"] = cfg.decoder.preset
 
-        plist = _resolve_prompts(cfg, prompts, backend, notes, effective, info)
-        plan = _plan(cfg, plist, backend, info, effective, backend_skips, notes)
-        method = cfg.resolved_method()
-        effective.update(method)
-        effective["experiment.repeats"] = cfg.repeats
-        effective["experiment.profile"] = cfg.profile
+            plist = _resolve_prompts(cfg, prompts, backend, notes, effective, info)
+            plan = _plan(cfg, plist, backend, info, effective, backend_skips, notes)
+            method = cfg.resolved_method()
+            effective.update(method)
+            effective["experiment.repeats"] = cfg.repeats
+            effective["experiment.profile"] = cfg.profile
 
-        # warmup: passes over the first batch, not measured
-        stage = "warmup"
-        warm = _warmup(backend, plan, method, report)
+            # warmup: passes over the first batch, not measured
+            stage = "warmup"
+            warm = _warmup(backend, plan, method, report)
 
         # thermal floor: wait with the sampler recording, so the settling shows
         floor = float(method.get("warmup.thermal_floor_s") or 0.0)
         if floor > 0:
             stage = "thermal"
-            thermal = _thermal_wait(cfg, floor, notes, report, gpu_ids)
+            with live_window(_window(cfg, baseline=False), on_sample, cfg.sampling_interval_s):
+                thermal = _thermal_wait(cfg, floor, notes, report, gpu_ids)
 
         repeats = cfg.repeats
         total = repeats * len(plan.batches)
@@ -629,12 +598,13 @@ def run(
             win = _window(cfg, devices=gpu_ids)
             win_holder.clear()
             live = None
+            tell(stage, r * len(plan.batches), total, "starting")
             mem.start()
             try:
                 with win as m:
                     win_holder["m"] = m
                     if on_sample is not None:
-                        live = _SampleForwarder(m, on_sample, interval)
+                        live = SampleForwarder(m, on_sample, interval)
                         live.start()
                     done0 = r * len(plan.batches)
 
@@ -688,14 +658,15 @@ def run(
         kept = dataclasses.replace(done, notes=done.notes + extra)
         raise RunInterrupted(
             f"The run was interrupted during {stopped}, after its last measured run; the "
-            "result is complete and attached as exc.partial.", kept)
+            "result is complete and attached as exc.partial.", kept, stage=stopped or "")
     notes.append(f"Interrupted during {stopped}; {len(runs)} run(s) kept"
                  + (", the last one partial." if runs and not runs[-1].complete else "."))
     if release_note:
         notes.append(release_note)
-    raise RunInterrupted(
-        f"The run was interrupted during {stopped}; the partial result is attached as "
-        "exc.partial (marked incomplete).", result(False))
+    what = ("the partial result is attached as exc.partial (marked incomplete)." if runs else
+            "nothing was measured (exc.partial holds the settings and no runs).")
+    raise RunInterrupted(f"The run was interrupted during {stopped}; {what}", result(False),
+                         stage=stopped or "")
 
 
 def _without(cfg: ExperimentConfig, skipped: dict[str, str]) -> ExperimentConfig:

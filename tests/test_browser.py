@@ -7,7 +7,9 @@ the config panel and sees the linked config change in a cell's output, and saves
 screenshot to ``test-artifacts/``. A second test switches JupyterLab to its dark theme,
 opens a saved notebook as someone else would (untrusted) and checks that its plots are
 drawn, then runs the live widgets and checks that their text contrasts with what is
-behind it. It is skipped only when chromium cannot be installed.
+behind it. A third notebook is a user's first cells: a slow model
+load whose clock ticks in the browser while its live plot draws, then a second cell that
+reuses the model. They are skipped only when chromium cannot be installed.
 """
 
 from __future__ import annotations
@@ -79,6 +81,10 @@ def lab(tmp_path_factory):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in _DARK_CELLS])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "dark.ipynb")
+    first = nbformat.v4.new_notebook()
+    first.cells = [nbformat.v4.new_code_cell(src) for src in FIRST_HOUR]
+    first.metadata["kernelspec"] = nb.metadata.get("kernelspec", {"name": "python3", "display_name": "Python 3"})
+    nbformat.write(first, root / "first-hour.ipynb")
     # every cell in the DOM (no windowing), no news toast
     settings = root / ".settings"
     for plugin, values in {
@@ -164,6 +170,33 @@ def _restart_run_all(page, url: str) -> None:
     # runs every cell on a kernel known to be up (the button of the notebook shown)
     page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) [data-command='notebook:restart-run-all']").first.click()
     page.locator(".jp-Dialog .jp-mod-accept").click()
+
+
+#: A user's first cells. The first makes the model load take SLOW_LOAD_S longer (a stand-in
+#: for a 40 s load of a real model), so the browser can watch the clock tick through it.
+SLOW_LOAD_S = 5
+FIRST_HOUR = [
+    "%load_ext llem\n"
+    "import time\n"
+    "from llem.backends.pytorch import PyTorchBackend\n"
+    "_real_load, _loads = PyTorchBackend.load, []\n"
+    "def _slow_load(self, cfg):\n"
+    "    _loads.append(cfg.model)\n"
+    f"    time.sleep({SLOW_LOAD_S})\n"
+    "    return _real_load(self, cfg)\n"
+    "PyTorchBackend.load = _slow_load",
+    "%%llem -m tiny-random-llama -n 4 -r 1 --meter estimate --set experiment.sampling_interval_s=0.05\n"
+    "Hello there",
+    "%%llem -m tiny-random-llama -n 6 -r 1 --meter estimate\nWhat is 2 + 2?",
+    "print(f'models loaded: {len(_loads)}')",
+]
+
+_LOAD_STATE = """() => {
+  const run = document.querySelector('.llem-run');
+  if (!run) return null;
+  return {status: run.querySelector('.widget-html-content').textContent,
+          lines: run.querySelectorAll('svg.llem-power-plot polyline').length};
+}"""
 
 
 def _prompts(page) -> list[str]:
@@ -329,3 +362,43 @@ def test_dark_theme_and_a_saved_notebook(lab):
         finally:
             page.screenshot(path=str(ARTIFACTS / "browser-dark.png"), full_page=False)
             theme.unlink(missing_ok=True)
+
+
+def _all_ran(page) -> bool:
+    prompts = _prompts(page)
+    return bool(prompts) and all(p.startswith("[") and p[1:-2].strip().isdigit() for p in prompts)
+
+
+def test_a_slow_load_ticks_and_the_second_cell_reuses_the_model(lab):
+    _ensure_chromium()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with _browser_page(sync_api) as page:
+        try:
+            _restart_run_all(page, f"{lab}/lab/workspaces/first/tree/first-hour.ipynb")
+            loading: set[str] = set()
+            drawn_while_loading = False
+            deadline = time.monotonic() + RUN_ALL_TIMEOUT_S
+            while not _all_ran(page):
+                state = page.evaluate(_LOAD_STATE)
+                if state and "loading the model" in state["status"]:
+                    loading.add(state["status"])
+                    drawn_while_loading = drawn_while_loading or state["lines"] > 0
+                assert time.monotonic() < deadline, f"cells did not finish: {_prompts(page)}"
+                time.sleep(0.25)
+            # the clock moved while the load reported nothing: one status per tick
+            assert len(loading) >= 3, loading
+            assert drawn_while_loading, "the live plot drew no power line during the load"
+            errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
+                                  has_text="Error")
+            assert errors.count() == 0, errors.first.inner_text()
+            second = page.locator(".jp-CodeCell", has_text="What is 2 + 2?")
+            report = second.locator(".llem-run-report")
+            report.wait_for()
+            assert "Model reused from the previous cell" in report.inner_text()
+            assert "done in" in second.locator(".llem-run .widget-html-content").first.inner_text()
+            count = page.locator(".jp-CodeCell", has_text="print(f'models loaded").locator(".jp-OutputArea")
+            assert "models loaded: 1" in count.inner_text()  # the second cell loaded nothing
+            second.screenshot(path=str(ARTIFACTS / "browser-reused-cell.png"))
+        finally:
+            page.screenshot(path=str(ARTIFACTS / "browser-first-hour.png"), full_page=False)

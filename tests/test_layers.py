@@ -24,10 +24,10 @@ LAYERS: dict[str, int] = {
     "llem.sections": 3, "llem._config_types": 3, "llem.config": 3, "llem.options": 3,
     "llem.backends": 3,
     "llem.results": 4,
-    "llem.runner": 5,
+    "llem.runner": 5, "llem.progress": 5,
     "llem.plots": 6, "llem.report": 6,
     "llem.study": 7,
-    "llem.widgets": 8, "llem.magic": 8, "llem.cli": 8, "llem.demo": 8,
+    "llem.widgets": 8, "llem.magic": 8, "llem.magic_keep": 8, "llem.cli": 8, "llem.demo": 8,
 }
 
 #: The allowed imports upward: (importer, imported) with the reason.

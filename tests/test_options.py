@@ -35,7 +35,7 @@ from llem.magic import _cell_parser, _line_parser, magic_help, option_updates  #
 ROOT = Path(__file__).resolve().parents[1]
 
 #: What each face declares itself (options that are not one field).
-MAGIC_OWN = {"-c", "--config", "-s", "--set", "-o", "--out", "-q", "--quiet", "--no-live"}
+MAGIC_OWN = {"-c", "--config", "-s", "--set", "-o", "--out", "-q", "--quiet", "--no-live", "--fresh"}
 MAGIC_CONFIG_OWN = {"-c", "--config", "-s", "--set"}
 CLI_OWN = {
     "run": {"config", "sets", "output_dir", "report_path", "quiet"},

@@ -574,3 +574,26 @@ def test_a_backend_switch_says_what_was_kept_reset_and_left_unused():
     cfg.backend = "pytorch"
     assert panel.controls["pytorch.batch_size"].value == 4
     assert "from vllm to pytorch" in panel.switch_text and "Reset" not in panel.switch_text
+
+
+def test_run_view_ticks_on_its_own_and_shows_what_the_load_does():
+    import time
+
+    view = RunView(title="t", tick_s=0.02)
+    view.progress("load", 0, 1, step="reading the weights from the GGUF file")
+    first = view.status.value
+    assert "loading the model: reading the weights from the GGUF file" in first
+    deadline = time.monotonic() + 5
+    while view.ticks < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert view.ticks >= 3 and view.status.value != first  # the clock moved, nobody reported
+    assert "reading the weights" in view.status.value
+    view.progress("warmup", 0, 1)
+    assert "reading the weights" not in view.status.value  # a step belongs to its stage
+    view.done()
+    ticks = view.ticks
+    time.sleep(0.1)
+    assert view.ticks == ticks and not view._ticker.is_alive()
+    closed = RunView(title="c", tick_s=0.02)
+    closed.close()
+    assert not closed._ticker.is_alive()

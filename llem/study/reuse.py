@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from llem.backends.base import LoadInfo, ReloadNeeded
+from llem.backends.loadsteps import step
 from llem.runner import get_backend_class
 from llem.study.grid import load_key
 
@@ -27,6 +28,15 @@ class KeptBackend:
     to the loaded model. Everything else (``generate``, ``tokenizer``, ``name``...) is
     the loaded backend's.
 
+    A load that fails or is interrupted leaves nothing kept: the half-loaded backend is
+    released.
+
+    Parameters
+    ----------
+    reused_from : str
+        What a reused model was loaded for, in the note a reusing run gets ("the previous
+        run of this sweep"; the magic's kept model says "the previous cell").
+
     Attributes
     ----------
     loads : int
@@ -35,11 +45,12 @@ class KeptBackend:
         Runs that reused a loaded model.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, reused_from: str = "the previous run of this sweep") -> None:
         self.inner: Any = None
         self.key: str | None = None
         self.loads = 0
         self.reuses = 0
+        self.reused_from = reused_from
 
     def __getattr__(self, name: str) -> Any:
         inner = self.__dict__.get("inner")
@@ -71,19 +82,27 @@ class KeptBackend:
             reconfigure = getattr(self.inner, "reconfigure", None)
             if callable(reconfigure):
                 t0 = time.perf_counter()
+                step(f"model reused from {self.reused_from}: applying this run's settings")
                 try:
                     info = reconfigure(cfg)
                 except ReloadNeeded as exc:
                     why_not = str(exc)
                 else:
                     self.reuses += 1
-                    note = (f"Model reused from the previous run of this sweep (same load-time "
+                    note = (f"Model reused from {self.reused_from} (same load-time "
                             f"settings); applying this run's settings took "
                             f"{time.perf_counter() - t0:.3f} s.")
                     return dataclasses.replace(info, notes=(*info.notes, note))
         self.release()
         inner = get_backend_class(cfg.backend)()
-        info = inner.load(cfg)
+        try:
+            info = inner.load(cfg)
+        except BaseException:
+            try:
+                inner.release()  # nothing half-loaded stays
+            except Exception:  # noqa: BLE001 - the load's own error is the one to see
+                pass
+            raise
         self.inner, self.key = inner, key
         self.loads += 1
         if why_not:

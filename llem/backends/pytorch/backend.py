@@ -14,6 +14,7 @@ from llem.backends.base import (
     cuda_ordinals,
     load_time_values,
 )
+from llem.backends.loadsteps import library_bars_as_steps, step
 from llem.backends.pytorch.clock import timed_generate
 from llem.backends.pytorch.failures import free_accelerator_memory
 from llem.backends.pytorch.generation import Decode, decode_settings, split_passthrough
@@ -99,6 +100,7 @@ class PyTorchBackend:
         ConfigError
             A value the table refuses, or transformers refuses the combination of settings.
         """
+        step("importing torch and transformers")
         try:
             import torch
             import transformers
@@ -111,12 +113,15 @@ class PyTorchBackend:
         refuse_untranslatable(config, "pytorch", decoder=decoder_of(config))
         passthrough = split_passthrough(_get(config, "passthrough") or {})
         check_generate_passthrough(config, passthrough["generate"], torch, transformers)
-        loaded = load_model(config, passthrough["load"], torch, transformers)
-        self._loaded = loaded
-        self.model, self.tokenizer, self.device = loaded.model, loaded.tokenizer, loaded.device
-        self._apply(config, passthrough["generate"])
-        if loaded.compiled:
-            trial_compile(loaded, self._gen_config, self._gen_extra, torch)
+        with library_bars_as_steps():  # transformers' bars become steps (llem.backends.loadsteps)
+            loaded = load_model(config, passthrough["load"], torch, transformers)
+            self._loaded = loaded
+            self.model, self.tokenizer, self.device = loaded.model, loaded.tokenizer, loaded.device
+            step("setting up generation")
+            self._apply(config, passthrough["generate"])
+            if loaded.compiled:
+                step("a first generation, to see that torch.compile works")
+                trial_compile(loaded, self._gen_config, self._gen_extra, torch)
         self.info = self._load_info(time.perf_counter() - t_start)
         return self.info
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llem.backends.base import load_time_values
+from llem.backends.loadsteps import step
 from llem.backends.pytorch.failures import (
     first_line,
     looks_not_found,
@@ -286,6 +287,7 @@ def load_model(config: Any, passthrough: dict[str, Any], torch: Any, transformer
     skipped: dict[str, str] = {}
     notes: list[str] = []
     pt = _get(config, "pytorch")
+    step("resolving the model")
     spec = resolve_model(_get(config, "model") or "tiny-random-llama")
     cuda = torch.cuda.is_available()  # where to put the weights, not a skip decision
     load_kw, tok_kw = _load_kwargs(config, spec, torch, transformers, cuda, skipped, notes)
@@ -294,8 +296,11 @@ def load_model(config: Any, passthrough: dict[str, Any], torch: Any, transformer
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    source = "the GGUF file" if spec.gguf_file else ("its folder" if spec.is_local else "the hub cache")
     try:
+        step(f"reading the tokenizer from {source}")
         tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer or spec.id_or_path, **tok_kw)
+        step(f"reading the weights from {source}")
         model: Any = AutoModelForCausalLM.from_pretrained(spec.id_or_path, **load_kw)
     except (OSError, ValueError) as exc:
         if looks_not_found(exc):
@@ -309,6 +314,7 @@ def load_model(config: Any, passthrough: dict[str, Any], torch: Any, transformer
             raise
         raise error from None
     if "device_map" not in load_kw and cuda:
+        step("moving the weights to cuda:0")
         model.to("cuda")
         notes.append("No device_map set: the model was put on cuda:0 (llem's default).")
     model.eval()
@@ -319,6 +325,7 @@ def load_model(config: Any, passthrough: dict[str, Any], torch: Any, transformer
 
     adapter = _get(config, "lora_adapter")
     if adapter:
+        step("applying the LoRA adapter")
         model = load_adapter(model, adapter, _get(config, "lora_merge"), effective)
     elif _get(config, "lora_merge") is not None:
         skipped["experiment.lora_merge"] = "only used with a lora_adapter"
@@ -409,6 +416,7 @@ def load_draft(name: str, model: Any, tokenizer: Any, device: str) -> Draft:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    step(f"loading the draft model {name}")
     spec = resolve_model(name)
     kw: dict[str, Any] = {"dtype": model.dtype}
     if spec.gguf_file:
@@ -445,6 +453,7 @@ def compile_forward(loaded: Loaded, config: Any, torch: Any) -> None:
         )
         return
     kw = engine_kwargs(config, "pytorch", "compile")
+    step("torch.compile of the forward pass")
     try:
         loaded.eager_forward = model.forward
         model.forward = torch.compile(model.forward, **kw)
