@@ -148,3 +148,17 @@ def test_smollm2_answers_a_question_in_its_chat_template():
                  prompts=[QUESTION])
     assert r.environment["chat_template"]["applied"] is True
     assert "paris" in r.texts[0].lower(), r.texts[0]
+
+
+def test_synthetic_prompts_count_the_template_and_say_when_it_leaves_no_room():
+    r = llem.run(config(prompts="synthetic", num_prompts=2, **{"dataset.input_len": 24,
+                                                             "dataset.output_len": 2}))
+    assert [q.input_tokens for q in r.runs[0].requests] == [24, 24]
+    assert r.environment["chat_template"]["applied"] is True
+    with pytest.raises(ConfigError, match="chat template") as err:
+        llem.run(config(prompts="synthetic", num_prompts=1, **{"dataset.input_len": 8,
+                                                             "dataset.output_len": 2}))
+    assert "experiment.chat_template='off'" in str(err.value)
+    r = llem.run(config(prompts="synthetic", num_prompts=1, chat_template="off",
+                        **{"dataset.input_len": 8, "dataset.output_len": 2}))
+    assert r.runs[0].requests[0].input_tokens == 8
