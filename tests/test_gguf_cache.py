@@ -122,35 +122,29 @@ def test_a_file_changed_in_place_is_hashed_again(gguf_file, tmp_path):
     assert gguf_cache.gguf_sha256(path, root) == gguf_cache._file_digest(path) != first
 
 
-def test_an_incomplete_entry_is_rebuilt(warm, gguf_file, monkeypatch, tmp_path):
+def _truncate(data: bytes) -> bytes:
+    return data[:1000]  # a partial copy: the manifest's size no longer matches
+
+
+def _garble(data: bytes) -> bytes:
+    out = bytearray(data)
+    out[8:40] = b"{" * 32  # same size, but the safetensors header no longer parses
+    return bytes(out)
+
+
+@pytest.mark.parametrize(("damage", "looks_complete", "said"), [(_truncate, False, "incomplete"),
+                                                               (_garble, True, "corrupt")])
+def test_a_broken_entry_is_rebuilt(warm, gguf_file, monkeypatch, tmp_path, damage, looks_complete, said):
     root = tmp_path / "cache"
     shutil.copytree(warm.root / "gguf", root / "gguf")
     (name,) = entries(root)
     weights = root / "gguf" / name / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:1000])  # a partial copy
-    assert gguf_cache.read_manifest(root / "gguf" / name) is None
+    weights.write_bytes(damage(weights.read_bytes()))
+    assert (gguf_cache.read_manifest(root / "gguf" / name) is not None) is looks_complete
     monkeypatch.setenv(gguf_cache.ENV_DIR, str(root))
     backend = PyTorchBackend()
     info = backend.load(config(gguf_file))
-    assert any("incomplete" in n and "rebuilt" in n for n in info.notes)
-    assert gguf_cache.intact(root / "gguf" / name)
-    assert generate(backend) == warm.texts
-    backend.release()
-
-
-def test_a_corrupt_entry_of_the_right_size_is_rebuilt(warm, gguf_file, monkeypatch, tmp_path):
-    root = tmp_path / "cache"
-    shutil.copytree(warm.root / "gguf", root / "gguf")
-    (name,) = entries(root)
-    weights = root / "gguf" / name / "model.safetensors"
-    data = bytearray(weights.read_bytes())
-    data[8:40] = b"{" * 32  # the safetensors header no longer parses
-    weights.write_bytes(bytes(data))
-    assert gguf_cache.read_manifest(root / "gguf" / name) is not None  # it looks complete
-    monkeypatch.setenv(gguf_cache.ENV_DIR, str(root))
-    backend = PyTorchBackend()
-    info = backend.load(config(gguf_file))
-    assert any("corrupt" in n and "rebuilt" in n for n in info.notes)
+    assert any(said in n and "rebuilt" in n for n in info.notes)
     assert gguf_cache.intact(root / "gguf" / name)
     assert generate(backend) == warm.texts
     backend.release()

@@ -11,7 +11,7 @@ Where and how much
     ``$LLEM_CACHE_DIR/gguf/`` when ``LLEM_CACHE_DIR`` is set, else
     ``$XDG_CACHE_HOME/llem/gguf/``, else ``~/.cache/llem/gguf/``. An entry holds the
     weights in float32 (what the dequantization gives): about 4 bytes per parameter,
-    ~540 MB for smollm2-135m (5.5 times its Q4_1 file). Each run that uses an entry says
+    517 MiB for smollm2-135m (5.5 times its 98 MB Q4_1 file). Each run that uses an entry says
     where it is and its size in a note. Delete the folder to reclaim the space; entries of
     an older transformers are not used again and can go.
 Opting out
