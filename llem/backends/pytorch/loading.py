@@ -27,8 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import llem.backends.pytorch.gguf_cache as gguf_cache
 from llem.backends.base import load_time_values
-from llem.backends.pytorch import gguf_cache
 from llem.backends.pytorch.failures import (
     first_line,
     looks_not_found,
