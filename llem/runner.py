@@ -199,6 +199,9 @@ def environment(info: Any, backend: Any, meas: Any = None, config_hash: str = ""
         env["gpu"] = None
     env["tier"] = tier_for(cc).name if on_gpu else "cpu"
     env["machine"] = m.to_dict()
+    chat = getattr(backend, "chat", None)  # experiment.chat_template: applied or not, and why
+    if chat is not None and hasattr(chat, "record"):
+        env["chat_template"] = chat.record
     if meas is not None:
         env["meter"] = getattr(meas, "meter", "") or ""
         env["energy_method"] = getattr(meas, "method", "")

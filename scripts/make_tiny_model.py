@@ -10,7 +10,8 @@ so rebuilding gives byte-identical weights and tokenizer files. The model's outp
 nonsense: it exists so that tests and demos run in milliseconds without any download.
 
 The tokenizer is a byte-level BPE with 512 entries trained with the ``tokenizers``
-library on the text below, which was written for this project.
+library on the text below, which was written for this project; its tokenizer config
+carries a short chat template (:data:`CHAT_TEMPLATE`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ from pathlib import Path
 SEED = 20261101
 VOCAB_SIZE = 512
 SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>"]
+#: A short chat template (``role: text`` lines, then ``assistant:``), so that llem's
+#: tests exercise ``experiment.chat_template`` on the tiny model; written for llem.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n"
+    "{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}"
+)
 
 # Text written for llem to train the tokenizer: prose about measuring inference, plus a
 # little Python and some numbers, so that merges cover words, code and digits.
@@ -138,6 +145,8 @@ def build_model(out: Path) -> None:
     tok_cfg_path = out / "tokenizer_config.json"
     tok_cfg = json.loads(tok_cfg_path.read_text())
     tok_cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    tok_cfg["chat_template"] = CHAT_TEMPLATE
+    (out / "chat_template.jinja").unlink(missing_ok=True)  # kept in tokenizer_config.json
     tok_cfg_path.write_text(json.dumps(tok_cfg, indent=2, sort_keys=True) + "\n")
     _write_readme(out, model)
 

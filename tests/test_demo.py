@@ -53,6 +53,16 @@ def test_demo_end_to_end_on_the_tiny_model(tmp_path, capsys):
     assert len(list((tmp_path / "results").glob("*.json"))) == 1
 
 
+def test_the_demo_asks_in_the_chat_template_and_prints_the_answers(tmp_path, capsys):
+    assert demo.QUICKSTART["chat_template"] == "auto"
+    assert "min_new_tokens" not in demo.QUICKSTART["decoder"]  # the answers end where the model ends them
+    assert demo.main(["--model", "tiny-random-llama", "--out", str(tmp_path), "--repeats", "1", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "in its chat template" in out
+    questions = re.findall(r"^  Q: (.+)$", out, re.M)
+    assert len(questions) == demo.QUICKSTART["num_prompts"] and len(re.findall(r"^  A: ", out, re.M)) == len(questions)
+
+
 def test_demo_reports_a_failure_in_one_line(tmp_path, capsys):
     assert demo.main(["--model", "./no/such/model", "--out", str(tmp_path), "--quiet"]) == 1
     err = capsys.readouterr().err.strip()

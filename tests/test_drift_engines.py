@@ -66,6 +66,8 @@ HANDLED_ELSEWHERE: dict[str, dict[str, str]] = {
         "experiment.num_prompts": RUNNER,
         "experiment.max_input_tokens": "the backend cuts each prompt to it in generate(); TensorRT-LLM "
                                        "also sizes max_input_len with it when that is unset",
+        "experiment.chat_template": "the backend renders each prompt in the tokenizer's chat template "
+                                    "before encoding it (llem.prompts.chat.chat_prompting)",
         "experiment.repeats": RUNNER,
         "experiment.meter": RUNNER,
         "experiment.sampling_interval_s": RUNNER,

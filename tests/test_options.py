@@ -108,6 +108,7 @@ def test_the_table_has_the_options_both_faces_documented():
         ("--profile",),
         ("--prompts",),
         ("--num-prompts",),
+        ("--chat-template",),
         ("--target",),
     ]
     assert len(table_flags()) == sum(len(o.flags) for o in OPTIONS)  # no flag twice

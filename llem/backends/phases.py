@@ -12,8 +12,11 @@ prefill and decode by time, and llem does not apportion it by a model.
 - ``prefill`` while no request has decoded yet (no request has its first token and is
   still generating);
 - :data:`MIXED` (``prefill+decode``) from the first observation at which a request that
-  has its first token is still generating while another has none: the next engine steps
-  decode the one and prefill (or queue) the other;
+  has decoded (two tokens or more) is still generating while another has none: an engine
+  step decoded the one while the other was queued or still being prefilled. One token
+  is not enough: the first tokens of one step reach Python one request at a time (each
+  TensorRT-LLM stream has its own thread), so a request seen with its first token while
+  another shows none may only be ahead in the queue of updates, not in the engine;
 - ``decode`` once every request has its first token.
 
 The phases only move forward. A batch that passed through :data:`MIXED` has no
@@ -78,7 +81,7 @@ class PhaseTracker:
                 self.counts[rid] = max(self.counts[rid], int(n))
         self.finished.update(rid for rid in finished if rid in self.counts)
         waiting = any(n == 0 and rid not in self.finished for rid, n in self.counts.items())
-        decoding = any(n > 0 and rid not in self.finished for rid, n in self.counts.items())
+        decoding = any(n > 1 and rid not in self.finished for rid, n in self.counts.items())
         if not waiting:
             self._enter("decode", t)
         elif decoding and self.phase == "prefill":

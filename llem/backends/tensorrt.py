@@ -57,9 +57,9 @@ from llem.backends.vllm import (
     known_fields,
     read_back,
     token_times_from_counts,
-    truncate_ids,
 )
 from llem.errors import ConfigError, LlemError, missing_dependency
+from llem.prompts.chat import ChatPrompting, chat_prompting
 
 __all__ = [
     "TensorRTBackend",
@@ -363,6 +363,7 @@ class TensorRTBackend:
         self._params_cls: Any = None
         self._params_kw: Kwargs = {}
         self.load_info: LoadInfo | None = None
+        self.chat: ChatPrompting | None = None
 
     def load(self, config: Any) -> LoadInfo:
         """Build (or load a cached) TensorRT engine for ``config``; report what resolved."""
@@ -411,6 +412,9 @@ class TensorRTBackend:
         effective.update(effective_from_llm_args(getattr(self._llm, "args", None)))
         self._tokenizer = self._llm.tokenizer
         self._config = config
+        # experiment.chat_template: the tokenizer's own template, rendered before encoding
+        self.chat = chat_prompting(self._tokenizer, getattr(config, "chat_template", None), model)
+        effective.update(self.chat.effective)
         self.load_info = known_fields(
             LoadInfo,
             model_id=model,
@@ -422,7 +426,7 @@ class TensorRTBackend:
             cuda_devices=parallel_devices(kwargs),
             max_context_tokens=effective.get("tensorrt.max_seq_len"),
             max_batch_size=effective.get("tensorrt.max_batch_size"),
-            notes=(f"Token times: {timing}.",),
+            notes=(f"Token times: {timing}.", self.chat.note),
             model_path=model if Path(model).is_dir() else None,
         )
         return self.load_info
@@ -457,7 +461,8 @@ class TensorRTBackend:
         if over:
             params = self._params_cls(**{**self._params_kw, **over})
         limit = getattr(self._config, "max_input_tokens", None)
-        encoded = [truncate_ids(self._tokenizer.encode(p), limit) for p in prompts]
+        chat = self.chat or chat_prompting(self._tokenizer, "off")
+        encoded = [chat.truncate(chat.encode(p), limit) for p in prompts]
         total_input = sum(len(ids) for ids, _ in encoded)
         phase = on_phase or (lambda _name: None)
 
@@ -550,10 +555,10 @@ class TensorRTBackend:
         return streams
 
     def count_tokens(self, text: str) -> int:
-        """Length of ``text`` in the loaded model's tokens."""
+        """Length of ``text`` in the loaded model's tokens, a chat template's included."""
         if self._tokenizer is None:
             raise LlemError(_NOT_LOADED)
-        return len(self._tokenizer.encode(text))
+        return (self.chat or chat_prompting(self._tokenizer, "off")).count(text)
 
     def release(self) -> None:
         """Shut the executor down and free GPU memory; safe to call twice."""
@@ -562,6 +567,7 @@ class TensorRTBackend:
         llm, self._llm = self._llm, None
         self._tokenizer = None
         self._params = None
+        self.chat = None
         shutdown = getattr(llm, "shutdown", None)
         if callable(shutdown):
             try:

@@ -71,6 +71,7 @@ from llem.errors import (
     missing_dependency,
 )
 from llem.machine import get_machine, visible_gpus
+from llem.prompts.chat import ChatPrompting, chat_prompting, truncate_ids
 
 __all__ = [
     "VLLMBackend",
@@ -269,14 +270,6 @@ def vllm_beam_search_kwargs(cfg: Any) -> tuple[Kwargs, Skipped]:
 # --------------------------------------------------------------------------------------
 
 
-def truncate_ids(ids: Sequence[int], max_tokens: int | None) -> tuple[list[int], bool]:
-    """Keep the first ``max_tokens`` token ids; return them and whether any were cut."""
-    ids = list(ids)
-    if max_tokens is None or len(ids) <= max_tokens:
-        return ids, False
-    return ids[:max_tokens], True
-
-
 def token_times_from_counts(events: Iterable[tuple[float, int]]) -> tuple[float, ...]:
     """Per-token times from ``(time_s, tokens_so_far)`` observations of a stream.
 
@@ -392,6 +385,7 @@ class VLLMBackend:
         self._params_cls: Any = None
         self._params_kw: Kwargs = {}
         self.load_info: LoadInfo | None = None
+        self.chat: ChatPrompting | None = None
 
     # -- protocol ------------------------------------------------------------------
 
@@ -445,6 +439,9 @@ class VLLMBackend:
         load_s = time.perf_counter() - start
         self._tokenizer = self._llm.get_tokenizer()
         self._config = config
+        # experiment.chat_template: the tokenizer's template rendered here, then generated
+        self.chat = chat_prompting(self._tokenizer, getattr(config, "chat_template", None), model)
+        effective.update(self.chat.effective)
 
         engine = getattr(self._llm, "llm_engine", None)
         vllm_config = getattr(engine, "vllm_config", None) or engine
@@ -471,7 +468,7 @@ class VLLMBackend:
             device=device,
             cuda_devices=parallel_devices(kwargs),
             max_context_tokens=effective.get("vllm.max_model_len"),
-            notes=(f"Token times: {timing}.", f"Seed: {SEEDING}."),
+            notes=(f"Token times: {timing}.", f"Seed: {SEEDING}.", self.chat.note),
             model_path=model if os.path.isdir(model) else None,
         )
         return self.load_info
@@ -498,7 +495,8 @@ class VLLMBackend:
         llm = self._loaded()
         params = self._batch_params(max_new_tokens, min_new_tokens)
         limit = getattr(self._config, "max_input_tokens", None)
-        encoded = [truncate_ids(self._tokenizer.encode(p), limit) for p in prompts]
+        chat = self._chat()
+        encoded = [chat.truncate(chat.encode(p), limit) for p in prompts]
         token_prompts = [{"prompt_token_ids": ids} for ids, _ in encoded]
         total_input = sum(len(ids) for ids, _ in encoded)
         phase = on_phase or (lambda _name: None)
@@ -574,10 +572,10 @@ class VLLMBackend:
         )
 
     def count_tokens(self, text: str) -> int:
-        """Length of ``text`` in the loaded model's tokens."""
+        """Length of ``text`` in the loaded model's tokens, a chat template's included."""
         if self._tokenizer is None:
             raise LlemError("The vLLM backend has no model loaded: call load(config) first.")
-        return len(self._tokenizer.encode(text))
+        return self._chat().count(text)
 
     def release(self) -> None:
         """Shut the engine down and free GPU memory; safe to call twice."""
@@ -586,6 +584,7 @@ class VLLMBackend:
         self._llm = None
         self._tokenizer = None
         self._params = None
+        self.chat = None
         try:
             from vllm.distributed.parallel_state import (
                 destroy_distributed_environment,
@@ -611,6 +610,10 @@ class VLLMBackend:
         if self._llm is None:
             raise LlemError("The vLLM backend has no model loaded: call load(config) first.")
         return self._llm
+
+    def _chat(self) -> ChatPrompting:
+        """How prompts become token ids (plain text until :meth:`load` decides)."""
+        return self.chat or chat_prompting(self._tokenizer, "off")
 
     def _batch_params(self, max_new_tokens: int | None, min_new_tokens: int | None) -> Any:
         """The loaded params, or a copy with this batch's overrides (never a seed)."""

@@ -338,8 +338,9 @@ def synthetic_prompts(
     """Make prompts exactly ``input_len`` tokens long in the model's own tokenizer.
 
     Each prompt is a seeded random sequence of the tokenizer's whole-word tokens, adjusted
-    word by word until the model's own count (special tokens included, as the model sees
-    it) is exactly ``input_len``. Defaults follow the seed benchmark: input length 512,
+    word by word until the model's own count (special tokens included, and a chat
+    template's tokens when the backend applies one: as the model sees it) is exactly
+    ``input_len``. Defaults follow the seed benchmark: input length 512,
     output length 128, seed 42.
 
     Parameters
@@ -364,7 +365,13 @@ def synthetic_prompts(
     counter = count_tokens or (lambda t: len(tokenizer.encode(t)))
     rng = random.Random(seed)
     words = _word_tokens(tokenizer, rng)
-    overhead = counter("")  # special tokens the model adds (BOS...)
+    overhead = counter("")  # special tokens the model adds (BOS...), and a chat template's
+    if overhead >= input_len:
+        raise ConfigError(
+            f"Synthetic prompts of {input_len} tokens cannot be made: the model is given "
+            f"{overhead} tokens around every prompt (its special tokens, and its chat template "
+            "when experiment.chat_template applies one), which count as input tokens. Fix: set "
+            f"dataset.input_len above {overhead}, or experiment.chat_template='off'.")
     prompts = []
     for i in range(count):
         chosen = [rng.choice(words) for _ in range(max(1, input_len - overhead))]

@@ -140,6 +140,11 @@ EXPERIMENT = (
     Param("max_input_tokens", "experiment", "int", "Prompts are truncated to this many tokens.",
           default=512, min=1, max=1_048_576, unit="tokens", allow_none=False,
           source="LLenergyMeasure default 512"),
+    Param("chat_template", "experiment", "enum",
+          "Give each prompt as the user's turn in the tokenizer's chat template, with its "
+          "generation prompt: 'auto' when the tokenizer has one, 'on' refuses a model "
+          "without one, 'off' plain text. Template tokens count as input tokens.",
+          default="auto", choices=("auto", "on", "off"), allow_none=False),
     Param("repeats", "experiment", "int", "Measured runs (the mean gets a 95% interval).",
           default=3, min=1, max=1000, allow_none=False, widget="slider"),
     Param("meter", "experiment", "enum",

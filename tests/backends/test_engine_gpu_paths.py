@@ -386,10 +386,21 @@ def test_phase_tracker_moves_forward_only():
     marks: list[str] = []
     t = PhaseTracker(marks.append, ["a", "b"])
     assert t.observe(0.1, {}) == "prefill"
-    assert t.observe(0.2, {"a": 1}) == MIXED  # a decodes next while b has nothing
-    assert t.observe(0.3, {"a": 2}, finished=["a"]) == MIXED  # b still waits: no going back
+    # a's first token: b's of the same step may still be on its way to Python
+    assert t.observe(0.2, {"a": 1}) == "prefill"
+    assert t.observe(0.25, {"a": 2}) == MIXED  # a decoded while b has nothing
+    assert t.observe(0.3, {"a": 3}, finished=["a"]) == MIXED  # b still waits: no going back
     assert t.observe(0.4, {"b": 1}) == "decode" and t.all_first_s == 0.4
     assert marks == [MIXED, "decode"] and t.no_split == OVERLAP
+
+
+def test_first_tokens_of_one_step_seen_one_by_one_keep_the_split():
+    marks: list[str] = []
+    t = PhaseTracker(marks.append, ["a", "b"])
+    t.observe(0.1, {"a": 1})  # b's first token, made in the same step, arrives next
+    t.observe(0.11, {"b": 1})
+    t.observe(0.2, {"a": 2, "b": 2})
+    assert marks == ["decode"] and t.no_split == "" and t.all_first_s == 0.11
 
 
 def test_a_request_finished_with_its_first_token_does_not_make_a_mix():

@@ -31,6 +31,7 @@ from llem.backends.pytorch.loading import (
 from llem.backends.table import decoder_of, refuse_untranslatable
 from llem.backends.table import field as _get
 from llem.errors import missing_dependency
+from llem.prompts.chat import ChatPrompting, chat_prompting
 
 
 class PyTorchBackend:
@@ -48,7 +49,11 @@ class PyTorchBackend:
     device : str
         Where the weights are (``cpu``, ``cuda:0``).
     max_input_tokens : int or None
-        Prompts are cut to this many tokens (their start kept).
+        Prompts are cut to this many tokens (their start kept, and a chat template's
+        generation prompt).
+    chat : ChatPrompting or None
+        How prompts become tokens (``experiment.chat_template``): in the tokenizer's chat
+        template or as plain text, and why.
     """
 
     name = "pytorch"
@@ -61,6 +66,7 @@ class PyTorchBackend:
         self.info: LoadInfo | None = None
         self.device: str = "cpu"
         self.max_input_tokens: int | None = None
+        self.chat: ChatPrompting | None = None
         self._gen_config: Any = None
         self._gen_extra: dict[str, Any] = {}
         self._loaded: Loaded | None = None
@@ -183,23 +189,24 @@ class PyTorchBackend:
         self._decode = decode
         self._gen_config, self._gen_extra = decode.gen_config, decode.extra
         self.max_input_tokens = _get(config, "max_input_tokens")
+        self.chat = chat_prompting(self.tokenizer, _get(config, "chat_template"), loaded.spec.name)
 
     def _load_info(self, load_s: float) -> LoadInfo:
         """The LoadInfo of the load-time half and the decode-time half now in force."""
-        loaded, decode = self._loaded, self._decode
-        if loaded is None or decode is None:
+        loaded, decode, chat = self._loaded, self._decode, self.chat
+        if loaded is None or decode is None or chat is None:
             raise RuntimeError("PyTorchBackend._load_info called before load().")
         return LoadInfo(
             model_id=loaded.spec.name,
             num_parameters=loaded.num_parameters,
             load_s=load_s,
-            effective={**loaded.effective, **decode.effective},
+            effective={**loaded.effective, **decode.effective, **chat.effective},
             skipped={**loaded.skipped, **decode.skipped},
             versions=dict(loaded.versions),
             device=self.device,
             max_context_tokens=loaded.max_context_tokens,
             max_batch_size=decode.max_batch_size,
-            notes=(*loaded.notes, *decode.notes),
+            notes=(*loaded.notes, *decode.notes, chat.note),
             model_path=loaded.spec.id_or_path if loaded.spec.is_local else None,
             facts=dict(loaded.facts),
             cuda_devices=cuda_ordinals(p.device for p in getattr(loaded.model, "parameters", list)()),
@@ -207,7 +214,13 @@ class PyTorchBackend:
 
     # --------------------------------------------------------------- generation
     def count_tokens(self, text: str) -> int:
-        """Length of ``text`` in the model's tokens, special tokens included."""
+        """Length of ``text`` in the model's tokens as it is given them.
+
+        Special tokens included, and the chat template's tokens when one is applied
+        (:attr:`chat`).
+        """
+        if self.chat is not None:
+            return self.chat.count(str(text))
         return len(self.tokenizer(str(text))["input_ids"])
 
     def generate(
@@ -247,6 +260,7 @@ class PyTorchBackend:
             self.model, self.tokenizer, self._gen_config, self._gen_extra, prompts,
             device=self.device, dtype=self._loaded.dtype, limit=self.max_input_tokens,
             on_phase=on_phase, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, seed=seed,
+            chat=self.chat,
         )
 
     def release(self) -> None:
@@ -263,6 +277,6 @@ class PyTorchBackend:
             uncompile(self._loaded, torch)
         self.model = self.tokenizer = self.assistant_model = self.assistant_tokenizer = None
         self._gen_config, self._gen_extra = None, {}
-        self._loaded = self._decode = None
+        self._loaded = self._decode = self.chat = None
         if had:
             free_accelerator_memory()

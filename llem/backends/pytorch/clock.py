@@ -76,9 +76,13 @@ def make_clock(on_phase: PhaseCallback | None, sync: Any) -> Any:
     return _Clock(on_phase, sync)
 
 
-def left_padded(tokenizer: Any, texts: Sequence[str],
-                limit: int | None) -> tuple[Any, Any, list[int], list[int]]:
+def left_padded(tokenizer: Any, texts: Sequence[str], limit: int | None,
+                chat: Any = None) -> tuple[Any, Any, list[int], list[int]]:
     """Token ids cut to ``limit`` (the start kept) and left-padded, with their attention mask.
+
+    With ``chat`` (a :class:`~llem.prompts.chat.ChatPrompting`), the ids are its
+    encoding (the chat template's tokens included) and its cut (which keeps the
+    template's generation prompt).
 
     Returns
     -------
@@ -90,10 +94,13 @@ def left_padded(tokenizer: Any, texts: Sequence[str],
     """
     import torch
 
-    ids = tokenizer(list(texts), return_attention_mask=False)["input_ids"]
+    if chat is not None:
+        ids = chat.encode_batch(texts)
+    else:
+        ids = tokenizer(list(texts), return_attention_mask=False)["input_ids"]
     full = [len(x) for x in ids]
     if limit is not None:
-        ids = [x[: int(limit)] for x in ids]
+        ids = [chat.truncate(x, limit)[0] if chat is not None else x[: int(limit)] for x in ids]
     lengths = [len(x) for x in ids]
     width = max(lengths)
     pad = tokenizer.pad_token_id
@@ -116,13 +123,15 @@ def timed_generate(
     max_new_tokens: int | None = None,
     min_new_tokens: int | None = None,
     seed: int | None = None,
+    chat: Any = None,
 ) -> BatchOutput:
     """Generate one left-padded batch with ``model.generate``, timing every token.
 
     ``gen_config`` and ``gen_extra`` are the generation settings (see
     :mod:`llem.backends.pytorch.generation`); ``max_new_tokens``/``min_new_tokens``
-    override them for this batch, ``seed`` seeds torch first. ``device`` and ``dtype`` name
-    the model's placement in an out-of-memory message.
+    override them for this batch, ``seed`` seeds torch first; ``chat`` (a
+    :class:`~llem.prompts.chat.ChatPrompting`) turns the prompts into token ids.
+    ``device`` and ``dtype`` name the model's placement in an out-of-memory message.
 
     Raises
     ------
@@ -135,7 +144,7 @@ def timed_generate(
     from transformers import StoppingCriteriaList
 
     texts = [str(p) for p in prompts]
-    input_ids, mask, in_lens, full_lens = left_padded(tokenizer, texts, limit)
+    input_ids, mask, in_lens, full_lens = left_padded(tokenizer, texts, limit, chat)
     padded_len = int(input_ids.shape[1])
     enc = {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
 

@@ -13,7 +13,8 @@ device map goes to ``cuda:0`` when CUDA is there; ``max_memory`` without a devic
 ``low_cpu_mem_usage`` on transformers 5 and ``num_processes`` > 1 (llem runs in one
 process) are reported in ``skipped``. A failed ``torch.compile`` falls back to eager mode
 and says so in the load fact ``compile_failed`` (the table's rule torch-compile-may-fail
-gives the reason in a run).
+gives the reason in a run). A GGUF model is converted once per file and then loaded from
+llem's cache (:mod:`~llem.backends.pytorch.gguf_cache`; ``LLEM_GGUF_CACHE=off`` turns it off).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import llem.backends.pytorch.gguf_cache as gguf_cache
 from llem.backends.base import load_time_values
 from llem.backends.loadsteps import step
 from llem.backends.pytorch.failures import (
@@ -212,7 +214,8 @@ def _load_kwargs(config: Any, spec: Any, torch: Any, transformers: Any, cuda: bo
         load_kw["gguf_file"] = tok_kw["gguf_file"] = spec.gguf_file
         if importlib.util.find_spec("gguf") is None:
             raise missing_dependency("gguf", "pytorch", "loading a GGUF model file")
-        notes.append("Model weights come from a GGUF file and are dequantized on load.")
+        if not gguf_cache.enabled():  # else the cache says where the conversion comes from
+            notes.append("Model weights come from a GGUF file and are dequantized on load.")
 
     bnb = _quantization(config, torch)
     if bnb is not None:
@@ -297,11 +300,18 @@ def load_model(config: Any, passthrough: dict[str, Any], torch: Any, transformer
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = "the GGUF file" if spec.gguf_file else ("its folder" if spec.is_local else "the hub cache")
+    model: Any
     try:
-        step(f"reading the tokenizer from {source}")
-        tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer or spec.id_or_path, **tok_kw)
-        step(f"reading the weights from {source}")
-        model: Any = AutoModelForCausalLM.from_pretrained(spec.id_or_path, **load_kw)
+        if spec.gguf_file and gguf_cache.enabled():  # converted once per GGUF file
+            step("reading the model converted from the GGUF file (llem's cache; converted on first use)")
+            tokenizer, model, entry = gguf_cache.load(spec, load_kw, tok_kw, AutoTokenizer,
+                                                      AutoModelForCausalLM, torch, transformers.__version__)
+            notes.append(entry.note)
+        else:
+            step(f"reading the tokenizer from {source}")
+            tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer or spec.id_or_path, **tok_kw)
+            step(f"reading the weights from {source}")
+            model = AutoModelForCausalLM.from_pretrained(spec.id_or_path, **load_kw)
     except (OSError, ValueError) as exc:
         if looks_not_found(exc):
             raise model_not_found(spec.name, [spec.tried], first_line(exc)) from None
