@@ -26,7 +26,7 @@ LAYERS: dict[str, int] = {
     "llem.runner": 5,
     "llem.plots": 6, "llem.report": 6,
     "llem.study": 7,
-    "llem.widgets": 8, "llem.magic": 8, "llem.cli": 8, "llem.demo": 8,
+    "llem.widgets": 8, "llem.magic": 8, "llem.cli": 8, "llem.demo": 8, "llem.gpucheck": 8,
 }
 
 #: The allowed imports upward: (importer, imported) with the reason.

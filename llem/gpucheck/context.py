@@ -1,0 +1,286 @@
+"""What every check shares: the mode, the NVML library, the torch device, a load, a cache.
+
+On a GPU machine the NVML library is llem's own pynvml layer
+(:class:`~llem.energy.nvml.PynvmlLibrary`) and the PyTorch runs go to ``cuda:0``. With
+``simulate=True`` the same checks run against llem's fake NVML devices
+(:class:`~llem.testing.FakeNvmlLibrary` over :class:`~llem.testing.FakeGpu`: two fake
+H100s whose counter and power reading update every :data:`SIM_UPDATE_S` seconds, GPU 0
+drawing :data:`SIM_LOAD_W` while the kit's load runs) and the PyTorch runs on the CPU;
+llem's ``nvml`` meter is swapped for one over those fakes for the kit's lifetime, and
+:func:`llem.machine.get_machine` answers with the fake machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import math
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from llem import plugins
+from llem.energy.nvml import NvmlLibrary, NvmlMeter, PynvmlLibrary
+from llem.energy.registry import clear_probe_cache
+from llem.machine import Machine, get_machine, probe, use_machine
+from llem.testing import FakeGpu, FakeNvmlLibrary
+
+#: Simulated GPUs: idle and loaded power, W, and how often their readings update, s.
+SIM_IDLE_W = 70.0
+SIM_LOAD_W = 350.0
+SIM_UPDATE_S = 0.02
+
+
+def _stepped_clock(period: float) -> Any:
+    """A clock that moves in steps of ``period`` s, so fake readings update like NVML's."""
+    return lambda: math.floor(time.perf_counter() / period) * period
+
+
+class SimulatedLoad:
+    """When the kit's load ran on the simulated GPU 0, on the fake devices' clock."""
+
+    def __init__(self, period_s: float = SIM_UPDATE_S) -> None:
+        self.clock = _stepped_clock(period_s)
+        self.born = self.clock()
+        self.intervals: list[list[float | None]] = []
+
+    def power_w(self, t: float) -> float:
+        """Power of simulated GPU 0 at ``t`` s since the devices were made."""
+        now = self.born + t
+        for start, end in self.intervals:
+            if start is not None and start <= now and (end is None or now < end):
+                return SIM_LOAD_W
+        return SIM_IDLE_W
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """GPU 0 draws the load power inside the block."""
+        span: list[float | None] = [self.clock(), None]
+        self.intervals.append(span)
+        try:
+            yield
+        finally:
+            span[1] = self.clock()
+
+
+def fake_library(load: SimulatedLoad) -> FakeNvmlLibrary:
+    """Two fake H100s: GPU 0 follows the kit's simulated load, GPU 1 stays idle."""
+    clock = load.clock
+    gpus = [
+        FakeGpu(0, power_w=load.power_w, clock=clock),
+        FakeGpu(1, power_w=SIM_IDLE_W, clock=clock, counter_start_mj=987_654_321),
+    ]
+    return FakeNvmlLibrary(gpus, driver="fake-simulated")
+
+
+class Context:
+    """The state the checks share.
+
+    Attributes
+    ----------
+    simulate : bool
+        True: fake NVML devices and the CPU.
+    library : NvmlLibrary
+        Where NVML readings come from.
+    torch : module or None
+        torch, when importable.
+    device : str
+        ``cuda:0`` on a GPU machine, else ``cpu``.
+    nvml_index : int or None
+        The NVML index of the GPU the PyTorch runs use (``cuda:0``), else the first GPU's.
+    cache : dict
+        Results one check leaves for another (the counter's update period, llem runs).
+    """
+
+    def __init__(self, simulate: bool = False, quick: bool = False) -> None:
+        self.simulate = simulate
+        self.quick = quick or simulate
+        self.sim_load = SimulatedLoad()
+        self.library: NvmlLibrary = fake_library(self.sim_load) if simulate else PynvmlLibrary()
+        self.cache: dict[str, Any] = {}
+        self.notes: list[str] = []
+        self._stack = contextlib.ExitStack()
+        self.torch = _import_torch()
+        self.cuda = bool(not simulate and self.torch is not None and _cuda_available(self.torch))
+        self.device = "cuda:0" if self.cuda else "cpu"
+        self.machine: Machine = get_machine()
+        self.nvml_index: int | None = None
+
+    # ---------------------------------------------------------------- set-up
+    def __enter__(self) -> Context:
+        if self.simulate:
+            self.machine = probe(self.library)
+            self._stack.enter_context(use_machine(self.machine))
+            self._stack.enter_context(_swap_meter("nvml", _simulated_meter(self.library)))
+        self.nvml_index = self._find_nvml_index()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.close()
+
+    def _find_nvml_index(self) -> int | None:
+        gpus = self.machine.gpus
+        if not gpus:
+            return None
+        if self.cuda and self.torch is not None:
+            uuid = cuda_uuid(self.torch, 0)
+            for g in gpus:
+                if uuid and g.uuid.replace("GPU-", "").lower() == uuid.lower():
+                    return g.index
+            try:
+                from llem.energy.nvml import nvml_index_for_cuda_device
+
+                return nvml_index_for_cuda_device(0, self.library)
+            except Exception:  # noqa: BLE001
+                return gpus[0].index
+        return gpus[0].index
+
+    def need_gpu(self, what: str = "this check") -> None:
+        """Raise Skip unless a real CUDA GPU or the simulated devices are here."""
+        from llem.gpucheck.kit import Skip
+
+        if self.nvml_index is None:
+            raise Skip(f"{what} needs an NVIDIA GPU, and NVML sees none here"
+                       + (f" ({self.machine.gpu_note})" if self.machine.gpu_note else ""))
+
+    def need_cuda(self, what: str = "this check") -> None:
+        """Raise Skip unless torch runs on a CUDA GPU here (never in simulate)."""
+        from llem.gpucheck.kit import Skip
+
+        if not self.cuda:
+            why = ("the simulated run uses the CPU" if self.simulate else
+                   "torch is not installed" if self.torch is None else
+                   f"torch {self.torch.__version__} sees no CUDA GPU")
+            raise Skip(f"{what} needs CUDA ({why})")
+
+    def after_check(self) -> None:
+        """Between checks: collect garbage and return cached CUDA memory."""
+        import gc
+
+        gc.collect()
+        if self.cuda and self.torch is not None:
+            with contextlib.suppress(Exception):
+                self.torch.cuda.synchronize()
+                self.torch.cuda.empty_cache()
+
+    # ---------------------------------------------------------------- reading
+    @contextlib.contextmanager
+    def nvml(self) -> Iterator[Any]:
+        """The GPU the runs use, as llem's device interface, with NVML started."""
+        self.need_gpu()
+        self.library.init()
+        try:
+            yield self.library.device(int(self.nvml_index or 0))
+        finally:
+            self.library.shutdown()
+
+    # ---------------------------------------------------------------- loading
+    @contextlib.contextmanager
+    def load(self, required: bool = True) -> Iterator[None]:
+        """Keep the GPU busy inside the block (matrix products; simulated: GPU 0's power).
+
+        Without CUDA (torch absent or sees no GPU) this raises Skip, or, with
+        ``required=False``, leaves the GPU idle.
+        """
+        if not self.simulate and not self.cuda and not required:
+            yield
+            return
+        if self.simulate:
+            with self.sim_load.running():
+                yield
+            return
+        self.need_cuda("a GPU load")
+        stop = threading.Event()
+        errors: list[BaseException] = []
+        thread = threading.Thread(target=_matmul_loop, args=(self.torch, stop, errors),
+                                  name="llem-gpucheck-load", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+            if errors:
+                raise RuntimeError(f"the GPU load failed: {errors[0]!r}")
+
+
+def _matmul_loop(torch: Any, stop: threading.Event, errors: list[BaseException]) -> None:
+    try:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        a = torch.randn(8192, 8192, device="cuda:0", dtype=dtype)
+        b = torch.randn(8192, 8192, device="cuda:0", dtype=dtype)
+        while not stop.is_set():
+            for _ in range(8):
+                a = torch.tanh(a @ b)
+            torch.cuda.synchronize()
+        del a, b
+    except BaseException as exc:  # noqa: BLE001 - reported by the caller
+        errors.append(exc)
+
+
+def _import_torch() -> Any:
+    if importlib.util.find_spec("torch") is None:
+        return None
+    try:
+        import torch
+    except Exception:  # noqa: BLE001 - a broken torch is no torch
+        return None
+    return torch
+
+
+def _cuda_available(torch: Any) -> bool:
+    try:
+        return bool(torch.cuda.is_available()) and torch.cuda.device_count() > 0
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def cuda_uuid(torch: Any, index: int) -> str:
+    """The UUID of CUDA device ``index`` without ``GPU-`` (``""`` where torch cannot tell)."""
+    try:
+        u = torch.cuda.get_device_properties(index).uuid
+    except Exception:  # noqa: BLE001 - older torch has no uuid
+        return ""
+    return str(u).replace("GPU-", "")
+
+
+def _simulated_meter(library: NvmlLibrary) -> type:
+    class SimulatedNvmlMeter(NvmlMeter):
+        """llem's NVML meter over the kit's fake devices (simulate mode only)."""
+
+        def __init__(self, devices: Any = None, **kw: Any) -> None:
+            kw.setdefault("library", library)
+            super().__init__(devices, **kw)
+
+    return SimulatedNvmlMeter
+
+
+@contextlib.contextmanager
+def _swap_meter(name: str, cls: type) -> Iterator[None]:
+    """Make ``name`` resolve to ``cls`` inside the block, then to what it was."""
+    before = plugins.get("meter", name)
+    plugins.register_meter(name, cls, replace=True)
+    clear_probe_cache()
+    try:
+        yield
+    finally:
+        plugins.register_meter(name, before, replace=True)
+        clear_probe_cache()
+
+
+def environment_versions(torch: Any) -> dict[str, str]:
+    """torch, CUDA, transformers and nvidia-ml-py versions (what is installed)."""
+    from llem.energy.base import package_version
+
+    out = {"torch": getattr(torch, "__version__", "") if torch is not None else ""}
+    cuda = getattr(getattr(torch, "version", None), "cuda", None)
+    if cuda:
+        out["cuda"] = str(cuda)
+    for dist in ("transformers", "nvidia-ml-py", "zeus", "accelerate", "flash-attn"):
+        v = package_version(dist)
+        if v:
+            out[dist] = v
+    out["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    return out
