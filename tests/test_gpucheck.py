@@ -160,3 +160,127 @@ def test_the_reading_helpers():
     md = markdown({"machine": {}, "checks": [{"name": "x|y", "status": "pass", "detail": "a|b",
                                               "numbers": {"r": 0.123456}, "seconds": 1}]})
     assert "x\\|y" in md and "r=0.1235" in md
+
+
+# --------------------------------------------------------------- features other branches add
+class _Ctx:
+    simulate, cuda, quick, nvml_index = False, True, True, 0
+
+    def need_gpu(self, what=""):
+        pass
+
+
+class _FakeLimits:
+    """A GPU's power limit as pynvml would give it (W), for the power-limit check."""
+
+    limit_w, permitted = 700.0, True
+
+    def __init__(self, index):
+        self.writes = []
+
+    def now_w(self):
+        return type(self).limit_w
+
+    def bounds_w(self):
+        return 200.0, 700.0
+
+    def enforced_w(self):
+        return self.now_w()
+
+    def may_set(self):
+        return (True, "") if self.permitted else (False, "Insufficient Permissions")
+
+    def set_w(self, watts):
+        self.writes.append(watts)
+        type(self).limit_w = watts
+
+    def close(self):
+        pass
+
+
+def _power_limit_check(monkeypatch, llem_run, permitted=True):
+    from llem.gpucheck import feature_checks, runs
+
+    monkeypatch.setattr(feature_checks, "_power_limit_feature", lambda: True)
+    monkeypatch.setattr(_FakeLimits, "limit_w", 700.0)
+    monkeypatch.setattr(_FakeLimits, "permitted", permitted)
+    monkeypatch.setattr(feature_checks, "_Limits", _FakeLimits)
+    monkeypatch.setattr(runs, "config", lambda ctx, model, **kw: kw)
+    monkeypatch.setattr(feature_checks, "run", llem_run)
+    return feature_checks.power_limit(_Ctx())
+
+
+def test_power_limit_applied_during_the_run_and_restored_passes(monkeypatch):
+    class Result:
+        effective_config = {"experiment.gpu_power_limit_w": 560.0}
+
+    def llem_run(cfg, on_sample=None):
+        before = _FakeLimits.limit_w
+        _FakeLimits.limit_w = cfg["experiment.gpu_power_limit_w"]
+        on_sample(object())
+        _FakeLimits.limit_w = before
+        return Result()
+
+    got = _power_limit_check(monkeypatch, llem_run)
+    assert got["status"] == "pass", got
+    assert got["numbers"]["asked_w"] == 560 and got["numbers"]["during_w"] == [560.0]
+    assert got["numbers"]["after_w"] == 700.0
+
+
+def test_power_limit_left_changed_fails_and_the_kit_restores_it(monkeypatch):
+    class Result:
+        effective_config: dict = {}
+
+    def llem_run(cfg, on_sample=None):
+        _FakeLimits.limit_w = cfg["experiment.gpu_power_limit_w"]
+        on_sample(object())
+        return Result()  # never restored
+
+    got = _power_limit_check(monkeypatch, llem_run)
+    assert got["status"] == "fail" and "after 560 W (was 700 W)" in got["detail"]
+    assert _FakeLimits.limit_w == 700.0  # put back by the kit
+
+
+def test_power_limit_not_permitted_needs_llem_to_say_so(monkeypatch):
+    from llem.errors import ConfigError
+
+    def refuses(words):
+        def llem_run(cfg, on_sample=None):
+            raise ConfigError(words)
+        return llem_run
+
+    got = _power_limit_check(monkeypatch, refuses("Setting the GPU power limit needs root permission."), False)
+    assert got["status"] == "pass" and "Insufficient Permissions" in got["detail"]
+    got = _power_limit_check(monkeypatch, refuses("Something else went wrong."), False)
+    assert got["status"] == "fail" and "without saying" in got["detail"]
+
+
+def test_validity_flags_idle_and_beside_a_busy_process(monkeypatch):
+    from llem.gpucheck import feature_checks, runs
+
+    class Flag:
+        def __init__(self, fid):
+            self.id = fid
+
+    class Result:
+        def __init__(self, flags):
+            self.flags = flags
+
+    calls = []
+
+    def llem_run(cfg):
+        calls.append(cfg)
+        return Result([] if len(calls) == 1 else [Flag("machine-busy"), {"id": "short-window"}])
+
+    monkeypatch.setattr(feature_checks, "_flags_feature", lambda: True)
+    monkeypatch.setattr(runs, "config", lambda ctx, model, **kw: kw)
+    monkeypatch.setattr(feature_checks, "run", llem_run)
+    ctx = _Ctx()
+    ctx.cuda = False  # the busy process spins a CPU; machine-busy is expected
+    got = feature_checks.validity_flags(ctx)
+    assert got["status"] == "pass", got
+    assert got["numbers"]["idle_flags"] == [] and got["numbers"]["loaded_flags"] == ["machine-busy",
+                                                                                     "short-window"]
+    calls.clear()
+    monkeypatch.setattr(feature_checks, "run", lambda cfg: Result([]))
+    assert feature_checks.validity_flags(ctx)["status"] == "fail"
