@@ -115,6 +115,12 @@ class Context:
             self._stack.enter_context(use_machine(self.machine))
             self._stack.enter_context(_swap_meter("nvml", _simulated_meter(self.library)))
         self.nvml_index = self._find_nvml_index()
+        if self.cuda and self.torch is not None:
+            # start CUDA now (the detection check runs in a fresh process of its own), so
+            # the first load and the first run do not pay for the context's creation
+            with contextlib.suppress(Exception):
+                self.torch.zeros(1, device="cuda:0")
+                self.torch.cuda.synchronize()
         return self
 
     def __exit__(self, *exc: Any) -> None:

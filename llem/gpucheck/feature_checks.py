@@ -117,7 +117,8 @@ def power_limit(ctx: Any) -> dict[str, Any]:
                 return outcome("fail", f"writing the limit is permitted here, yet llem refused {target:g} W: "
                                f"{str(exc)[:300]}", **numbers)
             said = str(exc).lower()
-            clear = any(w in said for w in ("permi", "root", "privilege", "admin"))
+            clear = isinstance(exc, PermissionError) or any(
+                w in said for w in ("permi", "root", "privilege", "admin"))
             how = "" if clear else " without saying it is a matter of permission"
             return outcome("pass" if clear else "fail",
                            f"not permitted here ({why_not}): llem refused the setting{how}: {str(exc)[:300]}",
