@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import llem.machine as machine_room
 from llem import plugins
 from llem.energy.nvml import NvmlLibrary, NvmlMeter, PynvmlLibrary
 from llem.energy.registry import clear_probe_cache
@@ -135,13 +136,8 @@ class Context:
             for g in gpus:
                 if uuid and g.uuid.replace("GPU-", "").lower() == uuid.lower():
                     return g.index
-            try:
-                from llem.energy.nvml import nvml_index_for_cuda_device
-
-                return nvml_index_for_cuda_device(0, self.library)
-            except Exception:  # noqa: BLE001
-                return gpus[0].index
-        return gpus[0].index
+        first = first_cuda_gpu(self.machine)
+        return first.index if first is not None else gpus[0].index
 
     def need_gpu(self, what: str = "this check") -> None:
         """Raise Skip unless a real CUDA GPU or the simulated devices are here."""
@@ -241,6 +237,22 @@ def _cuda_available(torch: Any) -> bool:
         return bool(torch.cuda.is_available()) and torch.cuda.device_count() > 0
     except Exception:  # noqa: BLE001
         return False
+
+
+def first_cuda_gpu(machine: Machine) -> Any:
+    """The GPU CUDA numbers 0 here, as :mod:`llem.machine` maps it (None: none visible).
+
+    Asked of ``llem.machine.visible_gpus`` where this llem has it, else of
+    ``first_visible_gpu``; without either, the first GPU NVML lists.
+    """
+    visible = getattr(machine_room, "visible_gpus", None)
+    if callable(visible):
+        got = visible(machine.gpus)
+        return got[0] if got else None
+    first = getattr(machine_room, "first_visible_gpu", None)
+    if callable(first):
+        return first(machine.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    return machine.gpus[0] if machine.gpus else None
 
 
 def cuda_uuid(torch: Any, index: int) -> str:

@@ -30,17 +30,17 @@ _MIB = 2**20
 
 # ------------------------------------------------------------------ issue 15 item 7
 _CHILD = r"""
-import json, os, sys
+import json, sys
 import torch
 import llem.backends.tensorrt
 import llem.backends.vllm
 from llem import machine
+from llem.gpucheck.context import SimulatedLoad, fake_library, first_cuda_gpu
 m = machine.get_machine()
-gpu = machine.first_visible_gpu(m.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+gpu = first_cuda_gpu(m)
 if sys.argv[1] == "1":
-    from llem.gpucheck.context import SimulatedLoad, fake_library
     m = machine.probe(fake_library(SimulatedLoad()))
-    gpu = machine.first_visible_gpu(m.gpus, None)
+    gpu = first_cuda_gpu(m)
 print(json.dumps({"initialized": torch.cuda.is_initialized(), "gpus": m.gpu_count,
                   "first_gpu": gpu.name if gpu else None, "torch": torch.__version__}))
 """
