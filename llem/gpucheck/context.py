@@ -2,12 +2,15 @@
 
 On a GPU machine the NVML library is llem's own pynvml layer
 (:class:`~llem.energy.nvml.PynvmlLibrary`) and the PyTorch runs go to ``cuda:0``. With
-``simulate=True`` the same checks run against llem's fake NVML devices
-(:class:`~llem.testing.FakeNvmlLibrary` over :class:`~llem.testing.FakeGpu`: two fake
-H100s whose counter and power reading update every :data:`SIM_UPDATE_S` seconds, GPU 0
-drawing :data:`SIM_LOAD_W` while the kit's load runs) and the PyTorch runs on the CPU;
-llem's ``nvml`` meter is swapped for one over those fakes for the kit's lifetime, and
-:func:`llem.machine.get_machine` answers with the fake machine.
+``simulate=True`` the same checks run against llem's fake NVML devices, two fake H100s
+whose energy counter updates every :data:`SIM_UPDATE_S` seconds, GPU 0 drawing
+:data:`SIM_LOAD_W` while the kit's load runs and :data:`SIM_IDLE_W` otherwise, and the
+PyTorch runs go to the CPU. Where this llem has the stand-in for the pynvml module
+(``llem.testing.use_fake_pynvml``), the fakes sit under llem's real pynvml layer, so every
+NVML call of llem and of the kit goes through the same code as on a GPU; otherwise they
+are :class:`~llem.testing.FakeNvmlLibrary` devices and llem's ``nvml`` meter is swapped for
+one over them. Either way :func:`llem.machine.get_machine` answers with the fake machine
+for the kit's lifetime (:func:`simulated_nvml`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import llem.machine as machine_room
+import llem.testing as testing
 from llem import plugins
 from llem.energy.nvml import NvmlLibrary, NvmlMeter, PynvmlLibrary
 from llem.energy.registry import clear_probe_cache
@@ -39,11 +43,20 @@ def _stepped_clock(period: float) -> Any:
     return lambda: math.floor(time.perf_counter() / period) * period
 
 
+#: The simulated power reading is the mean over this window, s (Hopper's is about 1 s; a
+#: shorter one keeps the simulated windows short).
+SIM_POWER_WINDOW_S = 0.1
+
+
 class SimulatedLoad:
-    """When the kit's load ran on the simulated GPU 0, on the fake devices' clock."""
+    """When the kit's load ran on the simulated GPU 0, on the fake devices' clock.
+
+    ``period_s`` > 0 makes the clock move in steps of that many seconds (the devices'
+    readings then update that often); 0 leaves it smooth.
+    """
 
     def __init__(self, period_s: float = SIM_UPDATE_S) -> None:
-        self.clock = _stepped_clock(period_s)
+        self.clock = _stepped_clock(period_s) if period_s > 0 else time.perf_counter
         self.born = self.clock()
         self.intervals: list[list[float | None]] = []
 
@@ -69,11 +82,55 @@ class SimulatedLoad:
 def fake_library(load: SimulatedLoad) -> FakeNvmlLibrary:
     """Two fake H100s: GPU 0 follows the kit's simulated load, GPU 1 stays idle."""
     clock = load.clock
+    load.born = clock()  # the devices' time 0 (FakeGpu counts from its creation)
     gpus = [
         FakeGpu(0, power_w=load.power_w, clock=clock),
         FakeGpu(1, power_w=SIM_IDLE_W, clock=clock, counter_start_mj=987_654_321),
     ]
     return FakeNvmlLibrary(gpus, driver="fake-simulated")
+
+
+@contextlib.contextmanager
+def simulated_nvml(load: SimulatedLoad | None = None) -> Iterator[NvmlLibrary]:
+    """The simulated GPUs as an NVML library, with llem's meter and machine seeing them inside.
+
+    Under llem's real pynvml layer over ``llem.testing``'s pynvml stand-in where this llem
+    has one (``load`` should then have a smooth clock: ``SimulatedLoad(0.0)``), else
+    :func:`fake_library` with the ``nvml`` meter swapped for one over it.
+    """
+    if has_fake_pynvml():
+        load = load or SimulatedLoad(0.0)
+        fake = fake_pynvml(load)
+        with _testing("use_fake_pynvml")(fake):
+            library: NvmlLibrary = PynvmlLibrary()
+            with use_machine(probe(library)):
+                yield library
+        return
+    load = load or SimulatedLoad()
+    library = fake_library(load)
+    with _swap_meter("nvml", _simulated_meter(library)), use_machine(probe(library)):
+        yield library
+
+
+def has_fake_pynvml() -> bool:
+    """Whether ``llem.testing`` has the stand-in for the pynvml module (``use_fake_pynvml``)."""
+    return all(hasattr(testing, n) for n in ("use_fake_pynvml", "FakePynvml", "FakeNvmlGpu"))
+
+
+def _testing(name: str) -> Any:
+    """``llem.testing.<name>``, looked up when used (older llems lack the pynvml stand-in)."""
+    return getattr(testing, name)
+
+
+def fake_pynvml(load: SimulatedLoad) -> Any:
+    """A ``FakePynvml`` over two fake H100s; GPU 0 follows ``load``, GPU 1 stays idle."""
+    gpu = _testing("FakeNvmlGpu")
+    every = {"counter_period_s": SIM_UPDATE_S, "power_window_s": SIM_POWER_WINDOW_S}
+    gpus = [gpu(power_w=load.power_w, **every),
+            gpu(power_w=SIM_IDLE_W, counter_start_mj=987_654_321, **every)]
+    fake = _testing("FakePynvml")(gpus, clock=load.clock, driver="fake-simulated")
+    load.born = load.clock() - fake.now()  # the fake's time 0
+    return fake
 
 
 class Context:
@@ -98,8 +155,8 @@ class Context:
     def __init__(self, simulate: bool = False, quick: bool = False) -> None:
         self.simulate = simulate
         self.quick = quick or simulate
-        self.sim_load = SimulatedLoad()
-        self.library: NvmlLibrary = fake_library(self.sim_load) if simulate else PynvmlLibrary()
+        self.sim_load = SimulatedLoad(0.0 if has_fake_pynvml() else SIM_UPDATE_S)
+        self.library: NvmlLibrary = PynvmlLibrary()
         self.cache: dict[str, Any] = {}
         self.notes: list[str] = []
         self._stack = contextlib.ExitStack()
@@ -112,9 +169,8 @@ class Context:
     # ---------------------------------------------------------------- set-up
     def __enter__(self) -> Context:
         if self.simulate:
-            self.machine = probe(self.library)
-            self._stack.enter_context(use_machine(self.machine))
-            self._stack.enter_context(_swap_meter("nvml", _simulated_meter(self.library)))
+            self.library = self._stack.enter_context(simulated_nvml(self.sim_load))
+            self.machine = get_machine()
         self.nvml_index = self._find_nvml_index()
         if self.cuda and self.torch is not None:
             # start CUDA now (the detection check runs in a fresh process of its own), so

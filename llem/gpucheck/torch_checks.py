@@ -35,12 +35,13 @@ import torch
 import llem.backends.tensorrt
 import llem.backends.vllm
 from llem import machine
-from llem.gpucheck.context import SimulatedLoad, fake_library, first_cuda_gpu
+from llem.gpucheck.context import first_cuda_gpu, simulated_nvml
 m = machine.get_machine()
 gpu = first_cuda_gpu(m)
 if sys.argv[1] == "1":
-    m = machine.probe(fake_library(SimulatedLoad()))
-    gpu = first_cuda_gpu(m)
+    with simulated_nvml():
+        m = machine.get_machine()
+        gpu = first_cuda_gpu(m)
 print(json.dumps({"initialized": torch.cuda.is_initialized(), "gpus": m.gpu_count,
                   "first_gpu": gpu.name if gpu else None, "torch": torch.__version__}))
 """
