@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "llem.plots": 6, "llem.report": 6,
     "llem.study": 7,
     "llem.widgets": 8, "llem.magic": 8, "llem.magic_keep": 8, "llem.cli": 8, "llem.demo": 8,
+    "llem.gpucheck": 8,
 }
 
 #: The allowed imports upward: (importer, imported) with the reason.
