@@ -9,9 +9,11 @@ directly, independently of llem's own code, and only set where this process may
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -173,23 +175,38 @@ while time.time() < end:
 """
 
 
+#: Starts a command and exits at once, printing its pid: the command is then no child of
+#: the kit's (llem counts its own children's CPU time as its own, not as another process's).
+_DETACH = "import subprocess, sys; print(subprocess.Popen(sys.argv[1:]).pid, flush=True)"
+
+
 @contextmanager
 def _other_process(on_gpu: bool, seconds: float) -> Iterator[None]:
-    """Another process busy on the GPU (holding a CUDA context) or, without one, on a CPU."""
-    child = subprocess.Popen([sys.executable, "-c", _LOADER, str(seconds), "1" if on_gpu else "0"],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    """Another process busy on the GPU (holding a CUDA context) or, without one, on a CPU.
+
+    It is started detached (its parent exits at once), so llem sees it as another
+    process, not as one of its own children.
+    """
+    starter = subprocess.Popen(
+        [sys.executable, "-c", _DETACH, sys.executable, "-c", _LOADER, str(seconds), "1" if on_gpu else "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    pid = None
     try:
-        line = child.stdout.readline() if child.stdout else ""
-        if "ready" not in line:
+        pid = int((starter.stdout.readline() if starter.stdout else "").strip() or 0) or None
+        line = starter.stdout.readline() if starter.stdout else ""  # the loader shares the pipe
+        if pid is None or "ready" not in line:
             raise RuntimeError("the loading process did not start")
+        starter.wait(timeout=10)
         time.sleep(0.5)
         yield
     finally:
-        child.terminate()
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        if starter.poll() is None:
+            starter.kill()
+        if starter.stdout:
+            starter.stdout.close()
 
 
 @check("validity-flags", "result.flags on an idle GPU and on one another process loads", limit_s=150,
@@ -198,7 +215,11 @@ def validity_flags(ctx: Any) -> dict[str, Any]:
     """An idle run, then a run beside a busy process: gpu-shared (GPU) or machine-busy expected."""
     if not _flags_feature():
         raise Skip(NOT_HERE)
-    cfg = runs.config(ctx, "tiny-random-llama", **{"repeats": 1})
+    # long enough (over a second of generation) for the CPU-load reading to tell: it gives
+    # nothing for a window under llem.energy.conditions.MIN_WINDOW_S_PER_CPU
+    cfg = runs.config(ctx, "tiny-random-llama", **{
+        "repeats": 1, "num_prompts": 8, "pytorch.batch_size": 1,
+        "decoder.max_new_tokens": 64, "decoder.min_new_tokens": 64})
     idle = _flag_ids(run(cfg))
     expected = "gpu-shared" if ctx.cuda else "machine-busy"
     with _other_process(ctx.cuda, 120.0):
