@@ -18,6 +18,13 @@ pytestmark = pytest.mark.gpu_path
 HOPPER = tier_facts(9.0)  # a Hopper node with every package the table names
 
 
+@pytest.fixture(autouse=True)
+def _pci_order(monkeypatch):
+    # the GPUs below numbered as NVML lists them; CUDA's default order (fastest first) is
+    # tested on its own in test_cuda_default_order_puts_the_fastest_first
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+
+
 def skipped(facts, **values):
     cfg = ExperimentConfig(backend="pytorch")
     cfg.update(values)
@@ -105,6 +112,14 @@ def test_compute_capability_is_the_run_gpus_not_the_best(monkeypatch):
     assert MIXED_NODE.cc == 8.0
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert MIXED_NODE.cc is None and MIXED_NODE.facts()["cuda"] is False
+
+
+def test_cuda_default_order_puts_the_fastest_first(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("CUDA_DEVICE_ORDER")
+    assert MIXED_NODE.run_gpu.name == "NVIDIA H100" and MIXED_NODE.cc == 9.0
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")  # an index in that order: the slowest
+    assert MIXED_NODE.cc == 7.0
 
 
 def test_flash_attention_is_gated_on_the_gpu_the_run_uses(monkeypatch):
