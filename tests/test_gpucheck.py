@@ -284,3 +284,90 @@ def test_validity_flags_idle_and_beside_a_busy_process(monkeypatch):
     calls.clear()
     monkeypatch.setattr(feature_checks, "run", lambda cfg: Result([]))
     assert feature_checks.validity_flags(ctx)["status"] == "fail"
+
+
+# --------------------------------------------------------------- issue 15's other items
+#: The checks of issue 15 items 3, 4, 5, 9, 10 and 12, and whether each passes in --simulate.
+ISSUE15_CHECKS = {"trt-beam-best-only": "15.3", "engine-phase-split": "15.4", "peak-memory": "15.5",
+                  "transformers-floor": "15.9", "nvml-probe": "15.10", "nvml-init-balanced": "15.12",
+                  "vllm-seed-once": "15.12"}
+
+
+def test_the_issue15_checks_are_listed_with_their_items(capsys):
+    from llem.gpucheck.__main__ import main
+
+    assert main(["--list"]) == 0
+    listed = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines() if line.strip()}
+    for name, item in ISSUE15_CHECKS.items():
+        assert listed.get(name) == item, (name, listed.get(name))
+
+
+def test_the_issue15_checks_pass_in_simulate_or_skip_naming_the_install(kit):
+    checks = {c["name"]: c for c in kit[0]["checks"]}
+    for name in ISSUE15_CHECKS:
+        assert checks[name]["status"] in ("pass", "fail", "skip"), checks[name]
+    for name in ("trt-beam-best-only", "engine-phase-split", "peak-memory", "transformers-floor", "nvml-probe",
+                 "nvml-init-balanced"):
+        assert checks[name]["status"] == "pass", checks[name]
+    assert checks["trt-beam-best-only"]["numbers"] == {"counted": 16, "expected": 16, "beams": 3}
+    assert checks["engine-phase-split"]["numbers"]["over_no_split"]
+    assert not checks["engine-phase-split"]["numbers"]["fits_no_split"]
+    mem = checks["peak-memory"]["numbers"]
+    assert "RSS" in mem["source"] and all(q <= p for p, q in zip(mem["peak_mib"], mem["run_peak_mib"]))
+    probe = checks["nvml-probe"]["numbers"]
+    assert [g["power_mw"] for g in probe["gpus"]] == [70000.0, 70000.0]  # the fakes, through llem's wrapper
+    assert probe["fake"]["no_power"]["power_mw"] is None
+    assert "no power reading" in probe["fake"]["no_power"]["probe"]
+    assert probe["fake"]["neither"]["start"].startswith("llem: gpu:1")
+    balanced = checks["nvml-init-balanced"]["numbers"]
+    assert balanced["inits"] == balanced["shutdowns"] >= 1
+    assert balanced["fake_refcount_after"] == balanced["fake_refcount_before"] == 0
+    seed = checks["vllm-seed-once"]
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        assert seed["status"] == "skip" and "pip install 'llem[vllm]'" in seed["detail"]
+    else:
+        assert seed["status"] == "pass", seed
+
+
+def test_counting_nvml_sees_an_unpaired_init_and_puts_the_fake_back():
+    from llem.gpucheck.issue15_checks import counting_nvml
+    from llem.testing import FakeNvmlGpu, FakePynvml, use_fake_pynvml
+
+    fake = FakePynvml([FakeNvmlGpu()], clock=lambda: 0.0)
+    with use_fake_pynvml(fake):
+        with counting_nvml() as counts:
+            import pynvml
+
+            pynvml.nvmlInit()
+            pynvml.nvmlInit()
+            pynvml.nvmlShutdown()
+        assert counts == {"nvmlInit": 2, "nvmlShutdown": 1} and fake.refcount == 1
+        assert "nvmlInit" not in vars(fake)  # the fake's own method again
+        fake.nvmlShutdown()
+        assert fake.refcount == 0
+
+
+def test_the_engine_checks_skip_naming_the_install_without_the_engine(monkeypatch):
+    from llem.gpucheck import issue15_checks as i15
+
+    monkeypatch.setattr(i15, "_importable", lambda module: False)
+    for fn, words in ((i15.trt_beam_best_only, "pip install 'llem[tensorrt]'"),
+                      (i15.engine_phase_split, "pip install 'llem[vllm]'")):
+        with pytest.raises(Skip, match=re_escape(words)):
+            fn(_Ctx())
+
+
+def re_escape(text):
+    import re
+
+    return re.escape(text)
+
+
+def test_the_transformers_floor_is_read_from_llems_metadata():
+    from llem.backends.pytorch.loading import TRANSFORMERS_MIN
+    from llem.gpucheck.issue15_checks import declared_floor
+
+    got = declared_floor()
+    assert got is None or got[:2] == TRANSFORMERS_MIN

@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from llem._version import __version__
-from llem.gpucheck import feature_checks, nvml_checks, torch_checks  # noqa: F401 - they register the checks
+from llem.gpucheck import (  # noqa: F401 - they register the checks
+    feature_checks,
+    issue15_checks,
+    nvml_checks,
+    torch_checks,
+)
 from llem.gpucheck.context import Context, environment_versions
 from llem.gpucheck.kit import (
     CHECKS,
@@ -43,8 +48,10 @@ from llem.gpucheck.kit import (
 from llem.machine import get_machine
 from llem.results import now_iso
 
-#: The kit runs the NVML readings first, then the model runs, then the newer features.
-_MODULE_ORDER = (nvml_checks.__name__, torch_checks.__name__, feature_checks.__name__)
+#: The kit runs the NVML readings first, then the model runs, issue 15's other items, then the
+#: newer features.
+_MODULE_ORDER = (nvml_checks.__name__, torch_checks.__name__, issue15_checks.__name__,
+                 feature_checks.__name__)
 CHECKS.sort(key=lambda c: _MODULE_ORDER.index(c.fn.__module__) if c.fn.__module__ in _MODULE_ORDER
             else len(_MODULE_ORDER))
 

@@ -1,9 +1,10 @@
 """Checks of llem's PyTorch path on the GPU: runs, its cost, the tier, memory, CUDA start-up.
 
-Issue 15's items a GPU can show each have a check here or in
-:mod:`llem.gpucheck.feature_checks`: which GPUs the meter read (item 1), the first
-inter-token gap (item 2), that GPU detection leaves CUDA alone (item 7) and that
-``release()`` frees the model (item 8).
+Issue 15's items a GPU can show each have a check: here, which GPUs the meter read (item 1),
+the first inter-token gap (item 2), that GPU detection leaves CUDA alone (item 7) and that
+``release()`` frees the model (item 8); the NVML counter (item 6) in
+:mod:`llem.gpucheck.nvml_checks`; items 3, 4, 5, 9, 10 and 12 in
+:mod:`llem.gpucheck.issue15_checks`.
 """
 
 from __future__ import annotations
