@@ -371,3 +371,26 @@ def test_the_transformers_floor_is_read_from_llems_metadata():
 
     got = declared_floor()
     assert got is None or got[:2] == TRANSFORMERS_MIN
+
+
+def test_peak_memory_on_a_gpu_wants_the_torch_allocator_within_the_gpus_memory(monkeypatch):
+    from types import SimpleNamespace
+
+    from llem.gpucheck import issue15_checks as i15
+    from llem.gpucheck import runs
+
+    def answer(source, peak, rise):
+        r = SimpleNamespace(memory_source=source, peak_memory_mib=peak, run_peak_memory_mib=rise)
+        monkeypatch.setattr(runs, "llem_run", lambda ctx, model: (SimpleNamespace(runs=[r]), {"device": "cuda:0"}))
+        ctx = _Ctx()
+        ctx.machine = SimpleNamespace(gpus=[SimpleNamespace(index=0, memory_total_mib=1000.0)])
+        return i15.peak_memory(ctx)
+
+    torch_source = "torch allocator peak, reset per run, summed over cuda:0"
+    assert answer(torch_source, 500.0, 100.0)["status"] == "pass"
+    got = answer("process RSS peak, sampled", 500.0, 100.0)
+    assert got["status"] == "fail" and "torch allocator over cuda:0" in got["detail"]
+    got = answer(torch_source, 2000.0, 100.0)
+    assert got["status"] == "fail" and "above the GPU's 1000 MiB" in got["detail"]
+    got = answer(torch_source, 500.0, 600.0)
+    assert got["status"] == "fail" and "run_peak_memory_mib is above" in got["detail"]

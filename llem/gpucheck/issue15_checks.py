@@ -19,12 +19,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import llem.gpucheck.runs as runs
+from llem.backends.loadsteps import library_bars_as_steps
 from llem.backends.phases import PhaseTracker
 from llem.config import ExperimentConfig
 from llem.errors import LlemError
 from llem.gpucheck.kit import Skip, check, outcome
 from llem.runner import run
-from llem.study.reuse import KeptBackend
 
 _MIB = 2**20
 
@@ -109,7 +109,7 @@ def _simulated_split(slots: int, prompts: int, tokens: int = 4) -> tuple[str, bo
 @check("engine-phase-split", "vLLM: more prompts than max_num_seqs reports no prefill/decode split; "
        "a batch that fits keeps it", limit_s=240, issue="15.4")
 def engine_phase_split(ctx: Any) -> dict[str, Any]:
-    """Two runs on one vLLM engine with max_num_seqs=2: 6 prompts (no split, no phase energy), 2 (a split)."""
+    """Two vLLM runs with max_num_seqs=2: 6 prompts (no split, no phase energy) and 2 (a split)."""
     if ctx.simulate:
         over_why, _ = _simulated_split(2, 6)
         fits_why, _ = _simulated_split(2, 2)
@@ -120,13 +120,8 @@ def engine_phase_split(ctx: Any) -> dict[str, Any]:
                        fits_no_split=fits_why)
     _need_engine(ctx, "vllm", "a vLLM run")
     base = {"vllm.max_num_seqs": 2, "vllm.enforce_eager": True, "vllm.gpu_memory_utilization": 0.3}
-    kept = KeptBackend()  # one engine for both runs (num_prompts is no load-time setting)
-    try:
-        over = run(engine_config("vllm", **base, num_prompts=6), backend=kept).runs[0]
-        fits = run(engine_config("vllm", **base, num_prompts=2), backend=kept).runs[0]
-    finally:
-        if kept.inner is not None:
-            kept.inner.release()
+    over = run(engine_config("vllm", **base, num_prompts=6)).runs[0]  # each run loads and releases
+    fits = run(engine_config("vllm", **base, num_prompts=2)).runs[0]
     numbers = dict(over_prefill_j=over.prefill_energy_j, over_decode_j=over.decode_energy_j,
                    fits_prefill_j=fits.prefill_energy_j, fits_decode_j=fits.decode_energy_j,
                    over_prefill_s=over.prefill_s, fits_prefill_s=fits.prefill_s)
@@ -224,8 +219,9 @@ def transformers_floor(ctx: Any) -> dict[str, Any]:
     except LlemError as exc:
         numbers["refusal"] = str(exc)[:200]
     dtype = ctx.torch.bfloat16
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        resolve_model("tiny-random-llama").id_or_path, dtype=dtype)
+    with library_bars_as_steps():  # no progress bar in the kit's output
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            resolve_model("tiny-random-llama").id_or_path, dtype=dtype)
     got = next(model.parameters()).dtype
     del model
     numbers["loaded_dtype"] = str(got).removeprefix("torch.")

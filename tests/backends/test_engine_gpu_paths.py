@@ -435,3 +435,38 @@ def test_a_run_without_a_split_displays_and_reports(vllm_engine, tmp_path):
     assert run_rows(r) and table_rows([r])
     build_report([r], charts=False)
     r.export(tmp_path / "runs.csv")
+
+
+# -- the GPU check kit's engine checks (llem.gpucheck.issue15_checks), on these engines ----------
+
+
+class _KitCtx:
+    """The kit's context on a CUDA machine, as far as its engine checks ask."""
+
+    simulate, cuda, quick = False, True, True
+
+    def need_cuda(self, what=""):
+        pass
+
+
+def test_the_kits_beam_check_passes_on_best_beam_counting(trt_engine, monkeypatch):
+    from llem.gpucheck import issue15_checks as i15
+
+    monkeypatch.setattr(i15, "_importable", lambda module: True)
+    monkeypatch.setattr("llem.models.is_cached", lambda repo, filename="config.json": True)
+    got = i15.trt_beam_best_only(_KitCtx())
+    assert got["status"] == "pass", got
+    assert got["numbers"]["output_tokens"] == got["numbers"]["expected"] == 16  # 2 prompts x 8, not x 3 beams
+    assert Params.made[-1]["n"] == 3
+
+
+def test_the_kits_split_check_sees_an_overlap_and_a_fit(vllm_engine, monkeypatch):
+    from llem.gpucheck import issue15_checks as i15
+
+    monkeypatch.setattr(i15, "_importable", lambda module: True)
+    got = i15.engine_phase_split(_KitCtx())
+    assert got["status"] == "pass", got
+    n = got["numbers"]
+    assert n["over_prefill_j"] is None and n["over_decode_j"] is None
+    assert n["fits_prefill_j"] is not None and n["fits_decode_j"] is not None
+    assert [llm.kwargs["max_num_seqs"] for llm in VllmLLM.instances] == [2, 2]
