@@ -56,7 +56,7 @@ def model_present(ctx: Any, model: str) -> None:
 
 
 def config(ctx: Any, model: str, **extra: Any) -> ExperimentConfig:
-    """The kit's config for ``model``: greedy, a fixed output length, ``extra`` on top."""
+    """The kit's config for ``model``: greedy, a fixed output length, plain-text prompts, ``extra`` on top."""
     n = sizes(ctx, model)
     d: dict[str, Any] = {
         "model": model, "prompts": PROMPTS, "num_prompts": n["prompts"], "repeats": n["repeats"],
@@ -64,6 +64,8 @@ def config(ctx: Any, model: str, **extra: Any) -> ExperimentConfig:
         "max_input_tokens": MAX_INPUT_TOKENS, "pytorch.batch_size": n["batch"],
         "decoder.max_new_tokens": n["tokens"], "decoder.min_new_tokens": n["tokens"],
         "decoder.do_sample": False,
+        # plain text, as the bare loops beside it give the model: the same tokens both ways
+        "experiment.chat_template": "off",
     }
     d.update(extra)
     return ExperimentConfig.from_dict(d)
