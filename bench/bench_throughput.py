@@ -23,8 +23,10 @@ Recorded 2026-12-02 after issues 13, 15 and 16 landed (chat template, validity f
 memory per run, GPU paths), tiny-random-llama, 12 rounds, meter estimate, a quiet 2-core
 machine, both sides on plain-text prompts: median tokens/s bare 1569.4, llem 1403.4; ratio
 of medians 0.894, median of paired ratios 0.925, best rounds 0.872. That is below the
-0.985-0.993 recorded above and below issue 16's 0.99 target: a cost inside the measured
-window was added since, and is not found yet.
+0.985-0.993 recorded above and below issue 16's 0.99 target. Right after, every main commit
+of that day measured 10 rounds each, in order: paired medians from 0.936 to 1.013 with no
+clean step (the day's first commit 0.991, the last 0.941). So a few percent may have been
+added, but 10 rounds on this machine cannot tell it from noise; more rounds per commit can.
 """
 
 from __future__ import annotations
