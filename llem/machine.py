@@ -247,20 +247,8 @@ def _nvml_gpus(library: Any = None) -> tuple[tuple[Gpu, ...], str, str]:
         return (), "", str(exc) or f"NVML could not start ({type(exc).__name__})"
     try:
         driver = library.driver_version()
-        out = []
-        for i in range(library.device_count()):
-            dev = library.device(i)
-            major, minor = dev.compute_capability()
-            try:
-                counter = dev.total_energy_mj() is not None
-            except Exception:  # noqa: BLE001
-                counter = False
-            mig = bool(_optional(dev, "mig_enabled", False))
-            bus = str(_optional(dev, "pci_bus_id", "") or "")
-            migs = tuple(_optional(dev, "mig_uuids", ()) or ()) if mig else ()
-            out.append(Gpu(i, dev.name(), float(f"{major}.{minor}"), dev.memory_total_bytes() / _MIB,
-                           dev.uuid(), mig, counter, bus, migs))
-        return tuple(out), driver, "" if out else "NVML sees no GPU"
+        out = open_gpus(library)
+        return out, driver, "" if out else "NVML sees no GPU"
     except Exception as exc:  # noqa: BLE001
         return (), "", f"NVML failed while listing GPUs ({type(exc).__name__}: {exc})"
     finally:
@@ -268,6 +256,28 @@ def _nvml_gpus(library: Any = None) -> tuple[tuple[Gpu, ...], str, str]:
             library.shutdown()
         except Exception:  # noqa: BLE001
             pass
+
+
+def open_gpus(library: Any) -> tuple[Gpu, ...]:
+    """The GPUs of an NVML ``library`` already initialised by the caller, as :class:`Gpu` records.
+
+    For code that holds NVML open (the power limit) and asks :func:`visible_gpus` which
+    of them CUDA sees; errors of the library propagate.
+    """
+    out = []
+    for i in range(library.device_count()):
+        dev = library.device(i)
+        major, minor = dev.compute_capability()
+        try:
+            counter = dev.total_energy_mj() is not None
+        except Exception:  # noqa: BLE001
+            counter = False
+        mig = bool(_optional(dev, "mig_enabled", False))
+        bus = str(_optional(dev, "pci_bus_id", "") or "")
+        migs = tuple(_optional(dev, "mig_uuids", ()) or ()) if mig else ()
+        out.append(Gpu(i, dev.name(), float(f"{major}.{minor}"), dev.memory_total_bytes() / _MIB,
+                       dev.uuid(), mig, counter, bus, migs))
+    return tuple(out)
 
 
 def _optional(dev: Any, method: str, default: Any) -> Any:
@@ -495,5 +505,5 @@ def where(target: str | float | None = None, machine: Machine | None = None) -> 
 __all__ = [
     "NULL_MACHINE", "PACKAGES", "Cpu", "Gpu", "Machine", "Where", "cpu_model", "cuda_order",
     "cuda_order_is_certain", "get_machine", "gpu_record", "nvml_gpus_for_cuda", "probe", "use_machine",
-    "visible_gpus", "where",
+    "open_gpus", "visible_gpus", "where",
 ]

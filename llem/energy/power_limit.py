@@ -10,7 +10,7 @@ GPU back to the limit it had. Nothing is changed unless every GPU passes the che
 GPU that refuses midway puts back the ones already set.
 
 The GPUs a run uses are the ones CUDA sees: those ``CUDA_VISIBLE_DEVICES`` names, all of
-them when it is unset (NVML indices; see :func:`visible_gpu_indices`).
+them when it is unset (NVML indices; see :func:`llem.machine.visible_gpus`).
 
 A process killed outright (``SIGKILL``, a power cut) cannot put the limit back; NVML keeps
 it until it is set again or the driver reloads (``nvidia-smi -i N -pl WATTS`` sets it by
@@ -21,6 +21,7 @@ hand, ``nvidia-smi -q -d POWER`` shows the default).
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from typing import Any
 
 from llem.energy import nvml
 from llem.errors import ConfigError, LlemError
+from llem.machine import open_gpus, visible_gpus
 
 #: The table row this module applies.
 PATH = "experiment.gpu_power_limit_w"
@@ -80,36 +82,6 @@ class PowerLimitRecord:
                 "restored": self.restored, "restore_errors": list(self.restore_errors)}
 
 
-def visible_gpu_indices(count: int, visible: str | None, uuids: Sequence[str] = ()) -> list[int]:
-    """NVML indices of the GPUs CUDA sees, given ``CUDA_VISIBLE_DEVICES`` (None: unset).
-
-    ``count`` is how many GPUs NVML sees and ``uuids`` their UUIDs in NVML order (for
-    entries given as ``GPU-...`` UUIDs or prefixes). Entries after an invalid one are
-    ignored, as CUDA ignores them.
-
-    >>> visible_gpu_indices(4, None), visible_gpu_indices(4, "2,0"), visible_gpu_indices(4, "")
-    ([0, 1, 2, 3], [2, 0], [])
-    >>> visible_gpu_indices(2, "GPU-b", ["GPU-aa", "GPU-bb"]), visible_gpu_indices(4, "1,-1,2")
-    ([1], [1])
-    """
-    if visible is None:
-        return list(range(count))
-    out: list[int] = []
-    for entry in (e.strip() for e in visible.split(",")):
-        if entry.isdigit() and int(entry) < count:
-            index = int(entry)
-        elif entry.startswith("GPU-"):
-            hits = [i for i, u in enumerate(uuids) if u.startswith(entry)]
-            if len(hits) != 1:
-                break
-            index = hits[0]
-        else:
-            break
-        if index not in out:
-            out.append(index)
-    return out
-
-
 def _w(mw: float) -> float:
     return round(mw / 1000.0, 3)
 
@@ -138,7 +110,7 @@ def power_limit(watts: float | None, gpus: Sequence[int] | None = None, *,
     watts : float or None
         The limit, W; None does nothing (yields None).
     gpus : sequence of int, optional
-        NVML indices; the GPUs CUDA sees when None (:func:`visible_gpu_indices`).
+        NVML indices; the GPUs CUDA sees when None (:func:`llem.machine.visible_gpus`).
     library : NvmlLibrary, optional
         Where the GPUs come from (pynvml by default; :class:`llem.testing.FakeNvmlLibrary`
         in tests).
@@ -183,8 +155,12 @@ def _devices(lib: Any, watts: float, gpus: Sequence[int] | None) -> list[Any]:
     if count == 0:
         raise _no_gpu(watts, "NVML started but sees no GPU")
     if gpus is None:
-        uuids = [lib.device(i).uuid() for i in range(count)]
-        wanted = visible_gpu_indices(count, os.environ.get("CUDA_VISIBLE_DEVICES"), uuids)
+        env = os.environ.get("CUDA_VISIBLE_DEVICES")
+        # CUDA's numbering, the one mapping (llem.machine.visible_gpus), up to the first MIG
+        # entry: a MIG instance's GPU limit is not the instance's to set
+        cut = None if env is None else ",".join(
+            itertools.takewhile(lambda e: not e.strip().startswith("MIG-"), env.split(",")))
+        wanted = [g.index for g in visible_gpus(open_gpus(lib), cut)]
         if not wanted:
             raise _no_gpu(watts, f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r} "
                                  "hides every GPU (or names only MIG instances, whose GPU's limit "
@@ -317,4 +293,4 @@ class RunPowerLimit:
 
 
 __all__ = ["PATH", "GpuLimit", "PowerLimitError", "PowerLimitPermissionError", "PowerLimitRecord",
-           "RunPowerLimit", "check_watts", "power_limit", "visible_gpu_indices"]
+           "RunPowerLimit", "check_watts", "power_limit"]

@@ -13,7 +13,6 @@ from llem.energy.power_limit import (
     PowerLimitPermissionError,
     RunPowerLimit,
     power_limit,
-    visible_gpu_indices,
 )
 from llem.errors import RunInterrupted
 from llem.machine import Gpu, Machine, use_machine
@@ -165,7 +164,12 @@ def test_only_the_gpus_cuda_sees(monkeypatch):
         pass
     with power_limit(300, gpus=[0], library=lib) as rec:
         assert [g.index for g in rec.gpus] == [0]
-    assert visible_gpu_indices(3, "GPU-0000", ["GPU-00001", "GPU-00002", "x"]) == []  # ambiguous
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-00000000")  # ambiguous: names no GPU
+    with pytest.raises(PowerLimitError, match="hides every GPU"), power_limit(300, library=lib):
+        pass
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", f"MIG-{lib.gpus[1].uuid()},0")  # a MIG instance first
+    with pytest.raises(PowerLimitError, match="MIG instances"), power_limit(300, library=lib):
+        pass
 
 
 def test_the_runner_s_holder_records_and_closes_once():
