@@ -416,10 +416,12 @@ def _run_measurement(index: int, state: _RunState, meas: Any, peak_mib: float | 
     )
 
 
-def _window(cfg: ExperimentConfig, baseline: bool = True, devices: Sequence[int] | None = None) -> Any:
+def _window(cfg: ExperimentConfig, baseline: bool = True, devices: Sequence[int] | None = None,
+            also_each_tick: Sequence[Callable[[], Any]] = ()) -> Any:
     """An energy window for ``cfg`` over GPUs ``devices`` (NVML indices; None: all).
 
-    With the idle baseline unless ``baseline`` is False.
+    With the idle baseline unless ``baseline`` is False; ``also_each_tick`` runs on the
+    sampler's thread at each tick (the run's memory readings: one thread, not two).
     """
     return measure(
         meter=cfg.meter,
@@ -428,6 +430,7 @@ def _window(cfg: ExperimentConfig, baseline: bool = True, devices: Sequence[int]
         baseline_cache_ttl_s=cfg.baseline.cache_ttl_s,
         grid_intensity_g_per_kwh=cfg.grid_intensity_g_per_kwh,
         devices=None if devices is None else list(devices), scope=cfg.energy_scope,
+        also_each_tick=also_each_tick,
     )
 
 
@@ -598,11 +601,11 @@ def run(
             cuda = tuple(getattr(info, "cuda_devices", ()) or ())
             mem = PeakMemory(reader_for(cfg.backend, cuda), cuda_devices=cuda, nvml_indices=gpu_ids,
                              interval_s=interval)
-            win = _window(cfg, devices=gpu_ids)
+            win = _window(cfg, devices=gpu_ids, also_each_tick=(mem.sample,) if mem.samples else ())
             win_holder.clear()
             live = None
             tell(stage, r * len(plan.batches), total, "starting")
-            mem.start()
+            mem.start(background=False)  # read on the window's sampler thread
             try:
                 with win as m:
                     win_holder["m"] = m

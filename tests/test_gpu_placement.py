@@ -6,6 +6,7 @@ issue 13 item 5).
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -217,6 +218,24 @@ def test_rss_peak_is_reported_with_the_runs_own_rise_above_its_start():
     peak, own = mem.stop()
     assert peak == pytest.approx(1200.0) and own == pytest.approx(300.0)
     assert mem.source == "process RSS peak, sampled"
+
+
+def test_rss_peak_without_a_thread_of_its_own_reads_when_asked():
+    values = iter([900 * MIB, 1300 * MIB, 1000 * MIB])
+    last = [900 * MIB]
+
+    def rss():
+        last[0] = next(values, last[0])
+        return last[0]
+
+    before = {t.name for t in threading.enumerate()}
+    mem = PeakMemory("rss", rss=rss)
+    mem.start(background=False)
+    assert mem.samples and {t.name for t in threading.enumerate()} == before
+    mem.sample()  # what the window's sampler does at each tick
+    peak, own = mem.stop()
+    assert peak == pytest.approx(1300.0) and own == pytest.approx(400.0)
+    assert not PeakMemory("torch").samples
 
 
 def test_nvml_memory_is_read_through_the_real_wrapper_per_gpu():

@@ -221,6 +221,27 @@ def test_live_samples_are_forwarded():
     assert seen and all(hasattr(s, "power_w") for s in seen)
 
 
+def test_a_measured_run_has_one_sampling_thread_beside_the_model(monkeypatch):
+    """Measuring must not take cores from the model: the energy sampler also reads the memory."""
+    import threading
+
+    from llem.backends.pytorch.backend import PyTorchBackend
+
+    seen = []
+    generate = PyTorchBackend.generate
+
+    def spy(self, *a, **k):
+        seen.append(sorted(t.name for t in threading.enumerate() if t.name.startswith("llem-")))
+        return generate(self, *a, **k)
+
+    monkeypatch.setattr(PyTorchBackend, "generate", spy)
+    r = llem.run(config(**{"repeats": 2, "pytorch.batch_size": 3, "decoder.max_new_tokens": 16}))
+    assert seen == [["llem-sampler"]] * 4  # 2 runs of 2 batches
+    run = r.runs[0]
+    assert run.memory_source == "process RSS peak, sampled" and run.peak_memory_mib > 100
+    assert run.run_peak_memory_mib is not None and run.run_peak_memory_mib >= 0
+
+
 def test_synthetic_prompts_have_exact_lengths():
     r = llem.run(config(**{"prompts": "synthetic", "num_prompts": 3, "dataset.input_len": 40,
                            "dataset.output_len": 6, "pytorch.batch_size": 3}))

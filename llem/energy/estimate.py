@@ -41,6 +41,7 @@ from typing import Any
 
 from llem.energy.base import Meter, Probe, RawSample, package_version
 from llem.energy.measurement import DeviceReading
+from llem.energy.memory import process_rss_reader
 
 #: Default W per hardware thread for a CPU found in no table: codecarbon's
 #: ``DEFAULT_POWER_PER_CORE = 4`` (codecarbon/core/cpu.py, 3.x), which it applies per
@@ -372,7 +373,7 @@ class EstimateMeter(Meter):
         self._cpu_seconds = cpu_seconds or (
             _process_cpu_seconds if scope == "process" else _system_cpu_seconds
         )
-        self._ram_bytes = ram_bytes or (_process_rss_bytes() if scope == "process" else _system_used_bytes)
+        self._ram_bytes = ram_bytes or (process_rss_reader() if scope == "process" else _system_used_bytes)
         self._running = False
 
     @property
@@ -532,46 +533,6 @@ def _system_cpu_seconds() -> float:
     t = psutil.cpu_times()
     busy = t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
     return float(busy)
-
-
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-_statm_fd: int | None = None
-
-
-def _reset_statm_fd() -> None:
-    global _statm_fd
-    _statm_fd = None  # a forked child must not read its parent's /proc/<pid>/statm
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_statm_fd)
-
-
-def _statm_rss_bytes() -> float:
-    """RSS of the calling process from ``/proc/self/statm`` (Linux; one ``pread``)."""
-    global _statm_fd
-    if _statm_fd is None:
-        _statm_fd = os.open("/proc/self/statm", os.O_RDONLY)
-    return float(int(os.pread(_statm_fd, 128, 0).split()[1]) * _PAGE_SIZE)
-
-
-def _process_rss_bytes() -> Any:
-    """A function returning this process's RSS in bytes (``/proc`` on Linux, else psutil)."""
-    try:
-        _statm_rss_bytes()
-        return _statm_rss_bytes
-    except (OSError, ValueError, IndexError):
-        pass
-    import psutil
-
-    proc = psutil.Process()
-
-    def rss() -> float:
-        return float(proc.memory_info().rss)
-
-    return rss
 
 
 @functools.lru_cache(maxsize=8)

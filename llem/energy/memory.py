@@ -14,11 +14,16 @@ Two figures per run, both MiB:
     weights, what earlier cells left in a notebook kernel and the CUDA context are not in
     it).
 
-:class:`PeakMemory` reads them; ``source`` says in words what was measured.
+:class:`PeakMemory` reads them; ``source`` says in words what was measured. The sampled
+readers (``rss``, ``nvml``) read on a thread of their own, or, started with
+``background=False``, whenever :meth:`PeakMemory.sample` is called: the runner hands that
+to the energy window, whose sampler thread calls it at each tick, so a run has one sampling
+thread beside the model's, not two.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -38,13 +43,57 @@ def reader_for(backend: str, cuda_devices: Sequence[int]) -> str:
     return "torch" if backend == "pytorch" else "nvml"
 
 
-def _rss_bytes() -> int | None:
-    try:
-        import psutil
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
-        return int(psutil.Process().memory_info().rss)
-    except Exception:  # noqa: BLE001 - no psutil, or the process cannot be read
-        return None
+_statm_fd: int | None = None
+
+
+def _reset_statm_fd() -> None:
+    global _statm_fd
+    _statm_fd = None  # a forked child must not read its parent's /proc/<pid>/statm
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_statm_fd)
+
+
+def _statm_rss_bytes() -> float:
+    """RSS of the calling process from ``/proc/self/statm`` (Linux; one ``pread``)."""
+    global _statm_fd
+    if _statm_fd is None:
+        _statm_fd = os.open("/proc/self/statm", os.O_RDONLY)
+    return float(int(os.pread(_statm_fd, 128, 0).split()[1]) * _PAGE_SIZE)
+
+
+def process_rss_reader() -> Callable[[], float]:
+    """A function returning this process's RSS in bytes.
+
+    On Linux one ``pread`` of ``/proc/self/statm`` (a few microseconds: the memory sampler
+    and the estimate meter read it on threads beside the model's); elsewhere psutil's
+    reading of one ``Process`` made once.
+    """
+    try:
+        _statm_rss_bytes()
+        return _statm_rss_bytes
+    except (OSError, ValueError, IndexError):
+        pass
+    import psutil
+
+    proc = psutil.Process()
+
+    def rss() -> float:
+        return float(proc.memory_info().rss)
+
+    return rss
+
+
+def _rss_bytes_reader() -> Callable[[], int | None]:
+    """:func:`process_rss_reader` as int bytes, or a reader of None when nothing can read it."""
+    try:
+        read = process_rss_reader()
+    except Exception:  # noqa: BLE001 - no /proc and no psutil: no memory figure
+        return lambda: None
+    return lambda: int(read())
 
 
 class PeakMemory:
@@ -59,7 +108,8 @@ class PeakMemory:
     nvml_indices : sequence of int
         NVML indices of the same GPUs (``nvml``).
     interval_s : float
-        How often ``rss`` and ``nvml`` are sampled on a background thread.
+        How often ``rss`` and ``nvml`` are sampled on a background thread (with
+        ``start(background=True)``).
     library : NvmlLibrary, optional
         NVML (pynvml by default; a fake in tests).
     rss : callable, optional
@@ -79,7 +129,7 @@ class PeakMemory:
         self.nvml_indices = tuple(nvml_indices)
         self.interval_s = max(0.005, float(interval_s))
         self._library = library
-        self._rss = rss or _rss_bytes
+        self._rss = rss or _rss_bytes_reader()
         self._torch = torch_module
         self._devices: list[Any] = []
         self.start_bytes: dict[str, int] = {}
@@ -99,6 +149,15 @@ class PeakMemory:
             if b is not None:
                 out[f"gpu:{dev.index}"] = int(b)
         return out
+
+    @property
+    def samples(self) -> bool:
+        """Whether this reader is sampled (``rss``, ``nvml``); ``torch`` keeps its own peak."""
+        return self.reader != "torch"
+
+    def sample(self) -> None:
+        """Take one reading now (never raises: a failed reading is kept in :attr:`source`)."""
+        self._read()
 
     def _read(self) -> None:
         try:
@@ -123,8 +182,12 @@ class PeakMemory:
         return self._torch
 
     # ---------------------------------------------------------------- lifecycle
-    def start(self) -> None:
-        """Take the starting figures (and reset torch's peaks); sample in the background."""
+    def start(self, background: bool = True) -> None:
+        """Take the starting figures (and reset torch's peaks).
+
+        With ``background`` (the default) a thread samples every ``interval_s``; without
+        it, the caller calls :meth:`sample` (the energy window's sampler does, per tick).
+        """
         if self.reader == "torch":
             torch = self._torch_module()
             for d in self.cuda_devices:
@@ -146,8 +209,9 @@ class PeakMemory:
                     self._error = f"{type(exc).__name__}: {exc}"
                     lib.shutdown()
         self._read()
-        self._thread = threading.Thread(target=self._loop, name="llem-memory", daemon=True)
-        self._thread.start()
+        if background:
+            self._thread = threading.Thread(target=self._loop, name="llem-memory", daemon=True)
+            self._thread.start()
 
     def stop(self) -> tuple[float | None, float | None]:
         """Stop sampling; return ``(peak_mib, run_peak_mib)`` (None where nothing was read)."""
@@ -182,4 +246,4 @@ class PeakMemory:
         return text + (f"; memory reading failed: {self._error}" if self._error else "")
 
 
-__all__ = ["READERS", "PeakMemory", "reader_for"]
+__all__ = ["READERS", "PeakMemory", "process_rss_reader", "reader_for"]

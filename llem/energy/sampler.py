@@ -5,12 +5,17 @@ One daemon thread per window, named ``llem-sampler``. Ticks are scheduled on a f
 a busy machine) skips to the next grid point rather than bunching up. The thread waits on
 an :class:`threading.Event`, so stopping wakes it at once; :meth:`Sampler.stop` joins it,
 and keeps joining through a KeyboardInterrupt, so no sampler outlives its window.
+
+Other periodic readings of a run (its peak memory) ride on the same ticks (``also``)
+instead of a thread of their own: on a machine whose cores the model's threads fill, every
+extra wakeup takes a core from them, so one thread wakes once per interval for everything.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 #: Row kept per device per tick: (t_s, device, power_w, energy_j, memory_mib).
@@ -31,9 +36,13 @@ class Sampler:
         Seconds between ticks.
     t0_perf : float
         ``time.perf_counter()`` value that timeline times are relative to.
+    also : sequence of callables
+        Called with no argument on every tick, after the meter is read. One that raises
+        is dropped (its error kept in :attr:`also_errors`); the meter's ticks go on.
     """
 
-    def __init__(self, meter: Any, interval_s: float, t0_perf: float, clock: Any = time.perf_counter) -> None:
+    def __init__(self, meter: Any, interval_s: float, t0_perf: float, clock: Any = time.perf_counter,
+                 also: Sequence[Callable[[], Any]] = ()) -> None:
         if not interval_s >= MIN_INTERVAL_S:
             raise ValueError(f"interval_s must be at least {MIN_INTERVAL_S} s, not {interval_s!r}.")
         self.meter = meter
@@ -44,6 +53,8 @@ class Sampler:
         self.error: BaseException | None = None
         self.error_t_s: float | None = None
         self.ticks = 0
+        self.also = list(also)
+        self.also_errors: list[BaseException] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -55,6 +66,12 @@ class Sampler:
         for device, power_w, energy_j, memory_mib in rows:
             append((t, device, power_w, energy_j, memory_mib))
         self.ticks += 1
+        for fn in tuple(self.also):
+            try:
+                fn()
+            except Exception as exc:  # a side reading never stops the energy samples
+                self.also.remove(fn)
+                self.also_errors.append(exc)
         return t
 
     def start(self) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as _dt
 import time
 import weakref
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from llem._version import __version__
@@ -51,6 +52,7 @@ def measure(
     grid_intensity_g_per_kwh: float | None = None,
     devices: Any = None,
     scope: str | None = None,
+    also_each_tick: Sequence[Callable[[], Any]] = (),
 ) -> MeasurementWindow:
     """Make a measurement window (open it with ``with`` or :meth:`MeasurementWindow.begin`).
 
@@ -75,6 +77,10 @@ def measure(
     scope : {"process", "system"}, optional
         What the CPU and RAM estimate covers: this process (the default) or the whole
         machine (``experiment.energy_scope``). Counters (NVML, RAPL) read whole devices.
+    also_each_tick : sequence of callables
+        Other readings to take on the sampler's thread at each tick (a run's peak memory,
+        :meth:`llem.energy.memory.PeakMemory.sample`), so no second thread wakes beside
+        the model's.
     """
     return MeasurementWindow(
         meter=meter,
@@ -84,6 +90,7 @@ def measure(
         grid_intensity_g_per_kwh=grid_intensity_g_per_kwh,
         devices=devices,
         scope=scope,
+        also_each_tick=also_each_tick,
     )
 
 
@@ -102,6 +109,7 @@ class MeasurementWindow:
         grid_intensity_g_per_kwh: float | None = None,
         devices: Any = None,
         scope: str | None = None,
+        also_each_tick: Sequence[Callable[[], Any]] = (),
     ) -> None:
         _check_number("interval_s", interval_s, minimum=MIN_INTERVAL_S)
         _check_number("baseline_s", baseline_s, minimum=0.0)
@@ -115,6 +123,7 @@ class MeasurementWindow:
         self.grid_intensity_g_per_kwh = grid_intensity_g_per_kwh
         self.devices = devices
         self.scope = scope
+        self.also_each_tick = tuple(also_each_tick)
         self.meter: Any = None
         self.baseline: _baseline.Baseline | None = None
         self.t0_perf: float | None = None
@@ -151,7 +160,7 @@ class MeasurementWindow:
             self.t0_perf = t0 = time.perf_counter()
             meter.start()
             meter_started = True
-            self._sampler = sampler = Sampler(meter, self.interval_s, t0)
+            self._sampler = sampler = Sampler(meter, self.interval_s, t0, also=self.also_each_tick)
             sampler.tick()
             sampler.start()
             self._finalizer = weakref.finalize(self, sampler._stop.set)

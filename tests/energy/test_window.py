@@ -243,3 +243,25 @@ def test_abandoned_window_stops_its_thread_when_collected():
     while samplers() and time.monotonic() < deadline:
         time.sleep(0.005)
     assert samplers() == []
+
+
+def test_readings_given_to_the_window_ride_on_the_sampler_ticks():
+    seen: list[str] = []
+
+    def memory():
+        seen.append(threading.current_thread().name)
+
+    def broken():
+        raise OSError("cannot read")
+
+    with measure(meter=SteadyMeter(), interval_s=0.01, also_each_tick=(memory, broken)) as m:
+        time.sleep(0.06)
+        assert [t.name for t in threading.enumerate() if t.name.startswith("llem-")] == ["llem-sampler"]
+    ticks = m._sampler.ticks
+    # every tick read it too (the first and the last on the thread that opens and closes
+    # the window, the rest on the sampler's)
+    assert len(seen) == ticks >= 4
+    assert set(seen[1:-1]) == {"llem-sampler"} and seen[0] == seen[-1] == "MainThread"
+    # the failing reading was dropped after its first error; the energy samples went on
+    assert [str(e) for e in m._sampler.also_errors] == ["cannot read"]
+    assert m.measurement.energy_j > 0 and len(m.measurement.timeline) >= 4
