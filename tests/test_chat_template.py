@@ -82,6 +82,39 @@ def test_off_gives_plain_text_and_counts_only_its_tokens(tiny_tokenizer):
     assert req.input_tokens == len(tiny_tokenizer.encode(QUESTION))
 
 
+@pytest.mark.parametrize("mode", ["off", "auto"])
+def test_a_batch_is_encoded_in_one_call_as_each_text_alone(tiny_tokenizer, mode):
+    texts = [QUESTION, "", "Name a colour.", "h\u00e9llo w\u00f6rld \U0001f642", "a\nb"]
+    chat = chat_prompting(tiny_tokenizer, mode)
+    calls = []
+
+    class Counting:
+        def __init__(self, tok):
+            self.tok = tok
+
+        def __call__(self, *a, **k):
+            calls.append(a)
+            return self.tok(*a, **k)
+
+        def __getattr__(self, name):
+            return getattr(self.tok, name)
+
+    one_by_one = [chat.encode(t) for t in texts]
+    batched = type(chat)(chat.mode, chat.applied, chat.reason, Counting(tiny_tokenizer), chat.tail_tokens)
+    assert batched.encode_batch(texts) == one_by_one
+    assert len(calls) == 1
+
+
+def test_a_tokenizer_without_batch_calls_is_asked_text_by_text(tiny_tokenizer):
+    class EncodeOnly:
+        def encode(self, text, **k):
+            return tiny_tokenizer.encode(text, **k)
+
+    chat = chat_prompting(tiny_tokenizer, "off")
+    plain = type(chat)(chat.mode, chat.applied, chat.reason, EncodeOnly(), chat.tail_tokens)
+    assert plain.encode_batch([QUESTION, "Name a colour."]) == [chat.encode(QUESTION), chat.encode("Name a colour.")]
+
+
 def test_on_refuses_a_model_without_a_template_with_the_reason_and_fix(no_template_model):
     with pytest.raises(ConfigError) as err:
         llem.run(config(model=str(no_template_model), chat_template="on"))

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from llem.backends.pytorch.backend import PyTorchBackend
-from llem.backends.pytorch.clock import left_padded, make_clock
+from llem.backends.pytorch.clock import clock_kwargs, left_padded, make_clock
 from llem.config import ExperimentConfig
 from llem.gpucheck.kit import Skip
 from llem.models import SMOLLM2_HUB_ID, is_cached, resolve_model
@@ -133,8 +133,6 @@ def bare_tokens_per_s(ctx: Any, model: Any, tok: Any, device: str, texts: list[l
     greedy, exactly ``tokens`` new tokens per row, one ``cuda.synchronize`` at the end of each
     batch.
     """
-    from transformers import StoppingCriteriaList
-
     torch = ctx.torch
     made = 0
     _sync(ctx)
@@ -142,9 +140,9 @@ def bare_tokens_per_s(ctx: Any, model: Any, tok: Any, device: str, texts: list[l
     for batch in texts:
         ids, mask, _, _ = left_padded(tok, batch, MAX_INPUT_TOKENS)
         kw: dict[str, Any] = {}
-        if clock:
-            kw["stopping_criteria"] = StoppingCriteriaList(
-                [make_clock(None, torch.cuda.synchronize if ctx.cuda else None)])
+        if clock:  # handed over as llem hands it (a streamer on a CPU, a criterion on a GPU)
+            kw = clock_kwargs(make_clock(None, torch.cuda.synchronize if ctx.cuda else None),
+                              cuda=bool(ctx.cuda), num_beams=1)
         with torch.inference_mode():
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                                  max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,

@@ -91,6 +91,89 @@ def test_a_cpu_clock_never_synchronizes(monkeypatch):
     assert dev.syncs == 0 and len(clock.steps) == 1
 
 
+def test_the_clock_class_is_made_once_and_answers_do_not_stop_for_each_row():
+    from transformers import StoppingCriteria
+
+    a, b = clock_mod.make_clock(None, None), clock_mod.make_clock(None, None)
+    assert type(a) is type(b) and isinstance(a, StoppingCriteria)  # no class made per generate call
+    ids = torch.zeros((3, 4), dtype=torch.long)
+    first = a(ids, None)
+    assert first.tolist() == [False] * 3 and a(torch.zeros((3, 5), dtype=torch.long), None) is first
+    assert a(torch.zeros((2, 6), dtype=torch.long), None).tolist() == [False] * 2  # fewer rows
+    assert [n for _, n in a.steps] == [4, 5, 6] and b.steps == []
+
+
+def test_as_a_streamer_the_clock_skips_the_prompt_and_stamps_each_step(monkeypatch):
+    dev = FakeCudaDevice()
+    monkeypatch.setattr(clock_mod, "time", SimpleNamespace(perf_counter=dev.perf_counter))
+    phases: list[str] = []
+    clock = clock_mod.make_clock(phases.append, None)
+    t0 = dev.perf_counter()
+    clock.put(torch.zeros((2, 5), dtype=torch.long))  # generate() hands over the prompt first
+    assert clock.steps == [] and phases == []
+    for _ in range(3):
+        dev.launch(0.010)
+        dev.synchronize()
+        clock.put(torch.ones(2, dtype=torch.long))  # StopCheck: one token per row
+    dev.launch(0.010)
+    dev.synchronize()
+    clock.put(torch.ones((1, 3), dtype=torch.long))  # an assisted step accepting 3 tokens
+    clock.end()
+    assert [n for _, n in clock.steps] == [6, 7, 8, 11] and phases == ["decode"]
+    times = clock.token_times(5, t0)
+    assert len(times) == 6 and times[3:] == [times[3]] * 3  # the accepted run shares its step's time
+    assert times[0] == pytest.approx(0.010, abs=1e-4)
+
+
+def test_the_clock_is_a_streamer_on_a_cpu_and_a_criterion_on_a_gpu_or_with_beams():
+    clock = clock_mod.make_clock(None, None)
+    assert clock_mod.clock_kwargs(clock, cuda=False, num_beams=1) == {"streamer": clock}
+    for kw in ({"cuda": True, "num_beams": 1}, {"cuda": False, "num_beams": 4},
+               {"cuda": False, "num_beams": 1, "taken": {"streamer": object()}}):
+        got = clock_mod.clock_kwargs(clock, **kw)
+        assert list(got) == ["stopping_criteria"] and list(got["stopping_criteria"]) == [clock]
+
+
+def test_both_hand_overs_give_the_same_tokens_and_counts():
+    import llem
+    from llem.config import ExperimentConfig
+
+    base = {"model": "tiny-random-llama", "repeats": 1, "meter": "none", "num_prompts": 4,
+            "pytorch.batch_size": 2, "decoder.max_new_tokens": 10, "warmup.runs": 0}
+    greedy = llem.run(ExperimentConfig.from_dict(base)).runs[0]  # streamer
+    beams = llem.run(ExperimentConfig.from_dict({**base, "decoder.num_beams": 2})).runs[0]  # criterion
+    for run in (greedy, beams):
+        for q in run.requests:
+            assert len(q.token_times_s) == q.output_tokens > 0
+            assert list(q.token_times_s) == sorted(q.token_times_s) and q.token_times_s[0] > 0
+
+
+def test_seeding_touches_only_the_generators_a_run_samples_from():
+    calls = []
+    fake = SimpleNamespace(
+        default_generator=SimpleNamespace(manual_seed=lambda s: calls.append(("cpu", s))),
+        cuda=SimpleNamespace(manual_seed_all=lambda s: calls.append(("cuda", s))),
+    )
+    clock_mod.seed_generators(fake, 7, cuda=False)
+    clock_mod.seed_generators(fake, 8, cuda=True)
+    assert calls == [("cpu", 7), ("cpu", 8), ("cuda", 8)]
+
+
+def test_a_batch_is_seeded_only_when_it_samples(monkeypatch):
+    import llem
+    from llem.config import ExperimentConfig
+
+    seeds = []
+    monkeypatch.setattr(clock_mod, "seed_generators", lambda t, s, cuda: seeds.append(s))
+    base = {"model": "tiny-random-llama", "repeats": 1, "meter": "none", "num_prompts": 4,
+            "pytorch.batch_size": 2, "decoder.max_new_tokens": 4, "warmup.runs": 0,
+            "decoder.seed": 5}
+    llem.run(ExperimentConfig.from_dict({**base, "decoder.do_sample": False}))
+    assert seeds == []  # greedy draws no random number: nothing to seed inside the window
+    llem.run(ExperimentConfig.from_dict({**base, "decoder.do_sample": True}))
+    assert seeds == [5, 6]  # one seed per batch, as before
+
+
 # -- release() of a compiled model -------------------------------------------------------------
 
 
