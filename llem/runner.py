@@ -601,11 +601,11 @@ def run(
             cuda = tuple(getattr(info, "cuda_devices", ()) or ())
             mem = PeakMemory(reader_for(cfg.backend, cuda), cuda_devices=cuda, nvml_indices=gpu_ids,
                              interval_s=interval)
-            win = _window(cfg, devices=gpu_ids, also_each_tick=(mem.sample,) if mem.samples else ())
             win_holder.clear()
             live = None
             tell(stage, r * len(plan.batches), total, "starting")
-            mem.start(background=False)  # read on the window's sampler thread
+            mem.start(background=False)  # what it must sample, the window's sampler reads
+            win = _window(cfg, devices=gpu_ids, also_each_tick=(mem.sample,) if mem.samples else ())
             try:
                 with win as m:
                     win_holder["m"] = m

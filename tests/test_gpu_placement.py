@@ -220,6 +220,21 @@ def test_rss_peak_is_reported_with_the_runs_own_rise_above_its_start():
     assert mem.source == "process RSS peak, sampled"
 
 
+def test_the_kernels_peak_rss_catches_what_sampling_between_ticks_misses():
+    from llem.energy import memory
+
+    if not memory.reset_rss_peak():
+        pytest.skip("the kernel's peak RSS cannot be reset here (not Linux, or no permission)")
+    mem = PeakMemory("rss")
+    mem.start(background=False)
+    assert not mem.samples  # nothing to read while the model runs
+    block = b"\x01" * (256 * MIB)  # touched at once, freed before any sample could see it
+    del block
+    peak, own = mem.stop()
+    assert own >= 250 and peak >= own
+    assert mem.source == "process RSS peak (the kernel's high-water mark, reset at the run's start)"
+
+
 def test_rss_peak_without_a_thread_of_its_own_reads_when_asked():
     values = iter([900 * MIB, 1300 * MIB, 1000 * MIB])
     last = [900 * MIB]

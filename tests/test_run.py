@@ -238,8 +238,28 @@ def test_a_measured_run_has_one_sampling_thread_beside_the_model(monkeypatch):
     r = llem.run(config(**{"repeats": 2, "pytorch.batch_size": 3, "decoder.max_new_tokens": 16}))
     assert seen == [["llem-sampler"]] * 4  # 2 runs of 2 batches
     run = r.runs[0]
+    assert run.memory_source.startswith("process RSS peak (the kernel's high-water mark")
+    assert run.peak_memory_mib > 100 and run.run_peak_memory_mib >= 0
+
+
+def test_without_the_kernels_peak_the_memory_is_sampled_on_the_energy_samplers_ticks(monkeypatch):
+    import threading
+
+    from llem.backends.pytorch.backend import PyTorchBackend
+    from llem.energy import memory
+
+    monkeypatch.setattr(memory, "reset_rss_peak", lambda: False)  # not Linux, or not permitted
+    seen = []
+    generate = PyTorchBackend.generate
+
+    def spy(self, *a, **k):
+        seen.append(sorted(t.name for t in threading.enumerate() if t.name.startswith("llem-")))
+        return generate(self, *a, **k)
+
+    monkeypatch.setattr(PyTorchBackend, "generate", spy)
+    run = llem.run(config(**{"decoder.max_new_tokens": 16})).runs[0]
+    assert seen and all(s == ["llem-sampler"] for s in seen)
     assert run.memory_source == "process RSS peak, sampled" and run.peak_memory_mib > 100
-    assert run.run_peak_memory_mib is not None and run.run_peak_memory_mib >= 0
 
 
 def test_synthetic_prompts_have_exact_lengths():

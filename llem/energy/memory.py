@@ -4,7 +4,9 @@ Two figures per run, both MiB:
 
 ``peak_mib``
     The highest memory in use while the run was measured, of the memory the model sits in:
-    the process's resident set (RSS) on the CPU; on a GPU with PyTorch in this process,
+    the process's resident set (RSS) on the CPU (on Linux the kernel's own high-water mark,
+    ``VmHWM``, reset at the run's start: exact, and nothing is read while the model runs;
+    elsewhere sampled); on a GPU with PyTorch in this process,
     torch's allocator peak (reset at the run's start) summed over every CUDA device of the
     model's device map; for an engine that allocates outside torch or in worker processes
     (vLLM, TensorRT-LLM), NVML's memory in use on each GPU the model was placed on, summed
@@ -87,6 +89,31 @@ def process_rss_reader() -> Callable[[], float]:
     return rss
 
 
+def reset_rss_peak() -> bool:
+    """Reset the kernel's record of this process's peak RSS (Linux: ``5`` to ``/proc/self/clear_refs``).
+
+    False where it cannot be reset (not Linux, older than 4.0, no permission).
+    """
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        return rss_peak_bytes() is not None
+    except OSError:
+        return False
+
+
+def rss_peak_bytes() -> int | None:
+    """Peak RSS of this process since it started or the last :func:`reset_rss_peak` (``VmHWM``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _rss_bytes_reader() -> Callable[[], int | None]:
     """:func:`process_rss_reader` as int bytes, or a reader of None when nothing can read it."""
     try:
@@ -130,6 +157,8 @@ class PeakMemory:
         self.interval_s = max(0.005, float(interval_s))
         self._library = library
         self._rss = rss or _rss_bytes_reader()
+        self._kernel_peak_ok = rss is None  # the default reader may use the kernel's peak
+        self._kernel_peak = False  # the kernel's peak was reset at start(): nothing to sample
         self._torch = torch_module
         self._devices: list[Any] = []
         self.start_bytes: dict[str, int] = {}
@@ -152,8 +181,12 @@ class PeakMemory:
 
     @property
     def samples(self) -> bool:
-        """Whether this reader is sampled (``rss``, ``nvml``); ``torch`` keeps its own peak."""
-        return self.reader != "torch"
+        """Whether this reader needs sampling: ``nvml``, and ``rss`` unless the kernel keeps the peak.
+
+        ``torch`` keeps its own peak; so does the kernel for this process's RSS on Linux
+        (reset at :meth:`start`), known once started.
+        """
+        return self.reader != "torch" and not self._kernel_peak
 
     def sample(self) -> None:
         """Take one reading now (never raises: a failed reading is kept in :attr:`source`)."""
@@ -208,8 +241,10 @@ class PeakMemory:
                 except Exception as exc:  # noqa: BLE001
                     self._error = f"{type(exc).__name__}: {exc}"
                     lib.shutdown()
+        if self.reader == "rss" and self._kernel_peak_ok and reset_rss_peak():
+            self._kernel_peak = True  # exact, and nothing to read while the model runs
         self._read()
-        if background:
+        if background and self.samples:
             self._thread = threading.Thread(target=self._loop, name="llem-memory", daemon=True)
             self._thread.start()
 
@@ -224,6 +259,12 @@ class PeakMemory:
             if self._thread is not None:
                 self._thread.join(timeout=5)
             self._read()
+            if self._kernel_peak:
+                hwm = rss_peak_bytes()
+                if hwm is None:
+                    self._error = "the kernel's peak RSS could not be read; the figure is the RSS at the end"
+                else:
+                    self.peak_bytes["process"] = max(hwm, self.peak_bytes.get("process", 0))
             if self.reader == "nvml" and self._library is not None:
                 self._library.shutdown()
         if not self.peak_bytes:
@@ -237,7 +278,8 @@ class PeakMemory:
         """What was measured, in words (shown after the figures)."""
         names = ", ".join(sorted(self.peak_bytes)) if self.peak_bytes else ""
         if self.reader == "rss":
-            text = "process RSS peak, sampled"
+            text = ("process RSS peak (the kernel's high-water mark, reset at the run's start)"
+                    if self._kernel_peak else "process RSS peak, sampled")
         elif self.reader == "torch":
             text = f"torch allocator peak, reset per run, summed over {names or 'the model devices'}"
         else:
@@ -246,4 +288,4 @@ class PeakMemory:
         return text + (f"; memory reading failed: {self._error}" if self._error else "")
 
 
-__all__ = ["READERS", "PeakMemory", "process_rss_reader", "reader_for"]
+__all__ = ["READERS", "PeakMemory", "process_rss_reader", "reader_for", "reset_rss_peak", "rss_peak_bytes"]
