@@ -1,35 +1,53 @@
-"""llem's tokens/s against a bare transformers ``generate`` loop, same process, alternated.
+"""llem's tokens/s against a bare transformers ``generate`` loop, same process, same model.
 
-Both sides run the same model, the same prompts, the same batch size and the same greedy
-settings (fixed output length: min_new_tokens = max_new_tokens, so both make exactly the
-same number of tokens). llem runs with everything on: the per-token clock, phase marks,
-the energy window with its sampler thread, the memory sampler. The bare loop is
-tokenizer + ``model.generate`` and a stopwatch.
+Both sides run the same loaded model object, the same prompts, the same batch size and the
+same greedy settings (fixed output length: min_new_tokens = max_new_tokens, so both make
+exactly the same number of tokens). llem runs with everything on: the per-token clock,
+phase marks, the energy window with its sampler thread and the run's memory readings. The
+bare loop is tokenizer + ``model.generate`` and a stopwatch.
 
-The two alternate (bare, llem, llem, bare, bare, llem, ...) so that drift of the machine
-(other processes, frequency changes) hits both sides equally, and the ratio of the median
-tokens/s is printed. Target: llem reaches at least 0.97 of the bare loop.
+Method: one ``llem.run`` with ``--rounds`` repeats. Before each measured run opens its
+window (the runner's "starting" progress report) and once after the last, a bare pass runs
+(:func:`llem.gpucheck.runs.bracketed`; no llem thread is alive then, which is checked).
+Each llem run is compared with the mean of the two bare passes around it, milliseconds
+away. On the 2-core development VM a 0.25 s window of the tiny model varies by ~13% (cv)
+and the variation is slow (2 s blocks still vary by 8.5%), so alternating whole
+``llem.run`` calls, seconds apart, as this bench did before, could not tell 1% from
+noise: the paired median of 300 bracketed rounds has a standard error of about 0.008.
+Target (issue 16): llem reaches at least 0.99 of the bare loop.
 
-    python bench/bench_throughput.py                      # tiny-random-llama, ~30 s
-    python bench/bench_throughput.py --model smollm2-135m --rounds 4 --max-new-tokens 16
+    python bench/bench_throughput.py                      # tiny-random-llama, 60 rounds, ~40 s
+    python bench/bench_throughput.py --rounds 300         # ~3 min, the figure below
+    python bench/bench_throughput.py --model smollm2-135m --max-new-tokens 16 --rounds 16
 
-Recorded 2026-12-01 for the redesign (issue "One table, all the way down"), tiny-random-llama,
-12 rounds, meter estimate, the version before the redesign (b3c16d0) and after it run
-alternately on one loaded 2-core machine (old, new, old, new): llem/bare ratio of medians
-0.998 / 0.984 before and 0.996 / 0.994 after; median of paired ratios 0.998 / 0.992
-before and 0.985 / 0.993 after. The difference is within the run-to-run spread.
+Recorded 2026-12-02, a quiet 2-core VM (load ~1, nothing else running), torch 2.13.0+cpu,
+2 threads, transformers 5.24, 8 qa-short prompts, batch 4, plain-text prompts, energy
+estimated; the version before the work on issue 16 section 6 (32eac90) and after it, each
+measured with this method:
 
-Recorded 2026-12-02 after issues 13, 15 and 16 landed (chat template, validity flags, peak
-memory per run, GPU paths), tiny-random-llama, 12 rounds, meter estimate, a quiet 2-core
-machine, both sides on plain-text prompts: median tokens/s bare 1569.4, llem 1403.4; ratio
-of medians 0.894, median of paired ratios 0.925, best rounds 0.872. That is below the
-0.985-0.993 recorded above and below issue 16's 0.99 target. Right after, every main commit
-of that day measured 10 rounds each, in order: paired medians from 0.936 to 1.013 with no
-clean step (the day's first commit 0.991, the last 0.941). So a few percent may have been
-added, but 10 rounds on this machine cannot tell it from noise. Then 30 rounds each,
-alternating the day's first commit (b5392c0) and main (old, new, old, new): paired medians
-0.974 / 0.969 before and 0.973 / 0.959 after: no regression that this can see, and both
-below issue 16's 0.99.
+| model | new tokens | rounds | before: paired median | after: paired median |
+|---|---|---|---|---|
+| tiny-random-llama | 32 | 300 | 0.967 (quartiles 0.903-1.042) | 0.997 (quartiles 0.929-1.069) |
+| smollm2-135m | 16 | 16 | 0.980 (quartiles 0.927-1.042) | 0.987 (quartiles 0.908-1.047) |
+| smollm2-135m | 16 | 60 | | SMOL60 |
+
+Where the ~3% went, measured inside llem's window on the tiny model (per run of 2 batches,
+~270 ms): ``torch.manual_seed`` before every batch, 0.35-0.8 ms each (it asks every device
+backend torch knows; now only a sampling batch is seeded, and only the CPU and CUDA
+generators); the token clock as a stopping criterion, which transformers ORs into a tensor
+every step (~15 us of a ~4 ms step; on a CPU it is now a streamer, one Python call);
+a second thread (the memory sampler) waking every 0.1 s beside torch's two threads and
+reading RSS through a new psutil.Process each time (311 us; it now rides on the energy
+sampler's ticks and reads /proc/self/statm, 22 us); a class made per batch for the clock
+(20 us); one tokenizer call per prompt (now one per batch). What is left: the energy
+sampler's tick every 0.1 s (~50 us), ~0.35 ms of post-processing per batch (token ids to
+text, the records) and 0.35 ms of runner work per run. With the sampler's ticks pushed
+out of the run (--interval 10), 300 rounds gave 0.987 against 0.980 with them, before the
+clock and seed changes: within the noise.
+
+Earlier records (the alternating method, a fresh llem.run per round, so seconds between the
+two sides): 2026-12-01, 12 rounds, 0.985-0.993; 2026-12-02 morning, 30 rounds at b5392c0
+and at 32eac90, 0.974 / 0.969 and 0.973 / 0.959.
 """
 
 from __future__ import annotations
@@ -59,14 +77,6 @@ def bare_loop(model, tok, batches, max_new_tokens, max_input_tokens):
     return tokens / (time.perf_counter() - t0)
 
 
-def llem_run(cfg):
-    import llem
-
-    r = llem.run(cfg)
-    run = r.runs[0]
-    return run.output_tokens / run.duration_s, r
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tiny-random-llama")
@@ -74,33 +84,33 @@ def main(argv=None):
     p.add_argument("--num-prompts", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=30)
+    p.add_argument("--rounds", type=int, default=60,
+                   help="measured llem runs (one llem.run with this many repeats), each "
+                        "between two bare passes")
     p.add_argument("--meter", default="auto")
     p.add_argument("--interval", type=float, default=0.1)
-    p.add_argument("--warmup", type=int, default=1,
-                   help="llem warmup passes per call (the quick profile's 1: each llem.run "
-                        "loads a fresh model, which the bare loop, kept warm, does not)")
     args = p.parse_args(argv)
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
+    from llem.backends.pytorch.backend import PyTorchBackend
     from llem.config import ExperimentConfig
+    from llem.gpucheck.runs import bracketed
     from llem.models import resolve_model
     from llem.prompts import load_prompts
 
     spec = resolve_model(args.model)
     kw = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
-    tok = AutoTokenizer.from_pretrained(spec.tokenizer, **kw)
+    tok = AutoTokenizer.from_pretrained(spec.tokenizer, **kw)  # the bare side's own
     tok.padding_side = "left"
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(spec.id_or_path, **kw).eval()
     texts = [q.text for q in load_prompts(args.prompts, args.num_prompts)]
     batches = [texts[i:i + args.batch_size] for i in range(0, len(texts), args.batch_size)]
     cfg = ExperimentConfig.from_dict({
         "model": args.model, "prompts": args.prompts, "num_prompts": args.num_prompts,
-        "repeats": 1, "warmup.runs": args.warmup, "meter": args.meter,
+        "repeats": args.rounds, "warmup.runs": 1, "meter": args.meter,
         "sampling_interval_s": args.interval, "max_input_tokens": 512,
         "pytorch.batch_size": args.batch_size,
         "decoder.max_new_tokens": args.max_new_tokens,
@@ -110,38 +120,38 @@ def main(argv=None):
         "experiment.chat_template": "off",
     })
 
-    # warm both paths (first calls pay for lazy initialisation)
-    bare_loop(model, tok, batches[:1], 4, 512)
-    llem_run(cfg)
+    backend = PyTorchBackend()  # ours, so the runner keeps it loaded: the bare loop uses its model
+    warm: list[bool] = []
 
-    bare, ours, ratios = [], [], []
-    method = ""
-    for i in range(args.rounds):
-        order = ("bare", "llem") if i % 2 == 0 else ("llem", "bare")
-        got = {}
-        for side in order:
-            if side == "bare":
-                got[side] = bare_loop(model, tok, batches, args.max_new_tokens, 512)
-            else:
-                got[side], res = llem_run(cfg)
-                method = res.method
-        bare.append(got["bare"])
-        ours.append(got["llem"])
-        ratios.append(got["llem"] / got["bare"])
-        print(f"round {i + 1:2d}  bare {got['bare']:9.1f} tok/s   llem {got['llem']:9.1f} tok/s"
-              f"   ratio {ratios[-1]:.3f}", flush=True)
+    def bare_pass() -> float:
+        if not warm:  # the bare path's first calls pay for lazy initialisation (llem warms its own)
+            bare_loop(backend.model, tok, batches, args.max_new_tokens, 512)
+            warm.append(True)
+        return bare_loop(backend.model, tok, batches, args.max_new_tokens, 512)
+
+    try:
+        got = bracketed(cfg, backend, bare_pass)
+    finally:
+        backend.release()
+    res, bare, ours, ratios = got.result, got.bare, got.llem, got.ratios
+
+    # each llem run against the mean of the bare passes just before and just after it
+    for i, (o, r) in enumerate(zip(ours, ratios)):
+        print(f"round {i + 1:3d}  bare {bare[i]:9.1f} | {bare[i + 1]:9.1f} tok/s   "
+              f"llem {o:9.1f} tok/s   ratio {r:.3f}")
 
     mb, ml = statistics.median(bare), statistics.median(ours)
+    q = statistics.quantiles(ratios, n=4)
     print()
     print(f"model {args.model}, {len(texts)} prompts, batch {args.batch_size}, "
           f"{args.max_new_tokens} new tokens, {args.rounds} rounds, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, energy method {method}")
+          f"{torch.get_num_threads()} threads, energy method {res.method}")
     print(f"median tokens/s: bare {mb:.1f}, llem {ml:.1f}")
-    print(f"llem/bare: ratio of medians {ml / mb:.3f}, median of paired ratios "
-          f"{statistics.median(ratios):.3f}, ratio of best rounds {max(ours) / max(bare):.3f} "
-          "(target >= 0.97)")
-    print("On a shared machine other processes make single rounds swing; the paired median "
-          "and the best-of ratio are the robust figures.")
+    print(f"llem/bare: median of paired ratios {statistics.median(ratios):.3f} "
+          f"(quartiles {q[0]:.3f}-{q[2]:.3f}), ratio of medians {ml / mb:.3f}, "
+          f"ratio of best rounds {max(ours) / max(bare):.3f} (target >= 0.99)")
+    print("Each llem run is paired with the bare passes right before and after it (no llem "
+          "thread runs during those); the paired median is the robust figure.")
 
 
 if __name__ == "__main__":

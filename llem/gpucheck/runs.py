@@ -9,7 +9,10 @@ same tokens.
 from __future__ import annotations
 
 import statistics
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from llem.backends.pytorch.backend import PyTorchBackend
@@ -150,6 +153,76 @@ def bare_tokens_per_s(ctx: Any, model: Any, tok: Any, device: str, texts: list[l
         _sync(ctx)
         made += (int(out.shape[1]) - int(ids.shape[1])) * int(out.shape[0])
     return made / (time.perf_counter() - t0)
+
+
+def llem_threads() -> list[str]:
+    """Names of llem's threads alive now (the energy sampler, a memory sampler, the live forwarder)."""
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith("llem-"))
+
+
+@dataclass
+class Bracketed:
+    """llem's measured runs, each between two bare passes (see :func:`bracketed`).
+
+    ``llem[i]`` is run ``i``'s tokens/s; ``bare[i]`` and ``bare[i + 1]`` the passes just
+    before and after it; ``ratios[i]`` = ``llem[i]`` over their mean.
+    """
+
+    llem: list[float]
+    bare: list[float]
+    result: Result
+    extra: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def ratios(self) -> list[float]:
+        """Each run's tokens/s over the mean of its two bare passes."""
+        return [o / ((self.bare[i] + self.bare[i + 1]) / 2) for i, o in enumerate(self.llem)]
+
+    @property
+    def paired(self) -> float:
+        """The median of the paired ratios: the figure that drift of the machine does not move."""
+        return statistics.median(self.ratios)
+
+
+def bracketed(cfg: ExperimentConfig, backend: Any, bare_pass: Callable[[], float],
+              also: Callable[[], dict[str, float]] | None = None) -> Bracketed:
+    """Run ``cfg`` (``repeats`` = rounds), ``bare_pass()`` before each measured run and after the last.
+
+    The bare passes run from the runner's progress report that a measured run is
+    starting, before its energy window opens, so each llem run sits between two bare
+    passes a few milliseconds away: drift of a shared machine (other programs, clock
+    changes, seconds long) hits both sides alike, which alternating whole ``llem.run``
+    calls, seconds apart, does not. ``backend`` is the caller's (the runner keeps it
+    loaded); ``bare_pass`` may use its model. ``also()``, if given, runs after each bare
+    pass before a run (its figures are kept in :attr:`Bracketed.extra`).
+
+    Raises
+    ------
+    RuntimeError
+        An llem thread was alive during a bare pass (the bare side would pay for it).
+    """
+    bare: list[float] = []
+    extra: dict[str, list[float]] = {}
+    leaked: list[str] = []
+
+    def one_bare() -> None:
+        leaked.extend(llem_threads())  # none may run beside the bare side
+        bare.append(bare_pass())
+
+    def progress(stage: str, done: int, total: int, step: str | None = None) -> None:
+        if stage.startswith("run ") and step == "starting":
+            one_bare()
+            for k, v in (also() if also is not None else {}).items():
+                extra.setdefault(k, []).append(v)
+
+    result = run(cfg, progress=progress, backend=backend)
+    one_bare()
+    if leaked:
+        raise RuntimeError(f"llem threads ran beside the bare loop: {sorted(set(leaked))}")
+    ours = [r.output_tokens / r.duration_s for r in result.runs]
+    if len(bare) != len(ours) + 1:
+        raise RuntimeError(f"{len(ours)} llem runs and {len(bare)} bare passes: expected one more bare pass")
+    return Bracketed(ours, bare, result, extra)
 
 
 def gpu_readings(result: Result) -> list[Any]:
