@@ -27,9 +27,9 @@ measured with this method:
 
 | model | new tokens | rounds | before: paired median | after: paired median |
 |---|---|---|---|---|
-| tiny-random-llama | 32 | 300 | 0.967 (quartiles 0.903-1.042) | 0.997 (quartiles 0.929-1.069) |
+| tiny-random-llama | 32 | 300 | 0.967 (quartiles 0.903-1.042) | 0.997 (quartiles 0.929-1.069); again with the kernel's peak RSS: 0.989 (0.915-1.074) |
 | smollm2-135m | 16 | 16 | 0.980 (quartiles 0.927-1.042) | 0.987 (quartiles 0.908-1.047) |
-| smollm2-135m | 16 | 60 | | SMOL60 |
+| smollm2-135m | 16 | 60 | | 0.983 (quartiles 0.939-1.027) |
 
 Where the ~3% went, measured inside llem's window on the tiny model (per run of 2 batches,
 ~270 ms): ``torch.manual_seed`` before every batch, 0.35-0.8 ms each (it asks every device
@@ -43,7 +43,9 @@ sampler's ticks and reads /proc/self/statm, 22 us); a class made per batch for t
 sampler's tick every 0.1 s (~50 us), ~0.35 ms of post-processing per batch (token ids to
 text, the records) and 0.35 ms of runner work per run. With the sampler's ticks pushed
 out of the run (--interval 10), 300 rounds gave 0.987 against 0.980 with them, before the
-clock and seed changes: within the noise.
+clock and seed changes: within the noise; at 50 Hz (--interval 0.02) 0.975 against 0.997 at
+10 Hz, so a tick costs the model ~0.5 ms (the thread's wakeup and the GIL handed over and
+back around its reads, ten times its own 50 us): ~0.5% at the default interval.
 
 Earlier records (the alternating method, a fresh llem.run per round, so seconds between the
 two sides): 2026-12-01, 12 rounds, 0.985-0.993; 2026-12-02 morning, 30 rounds at b5392c0
