@@ -232,7 +232,7 @@ def test_the_kernels_peak_rss_catches_what_sampling_between_ticks_misses():
     del block
     peak, own = mem.stop()
     assert own >= 250 and peak >= own
-    assert mem.source == "process RSS peak (the kernel's high-water mark, reset at the run's start)"
+    assert mem.source == "process RSS peak: the kernel's high-water mark, reset at the run's start"
 
 
 def test_rss_peak_without_a_thread_of_its_own_reads_when_asked():

@@ -238,7 +238,7 @@ def test_a_measured_run_has_one_sampling_thread_beside_the_model(monkeypatch):
     r = llem.run(config(**{"repeats": 2, "pytorch.batch_size": 3, "decoder.max_new_tokens": 16}))
     assert seen == [["llem-sampler"]] * 4  # 2 runs of 2 batches
     run = r.runs[0]
-    assert run.memory_source.startswith("process RSS peak (the kernel's high-water mark")
+    assert run.memory_source.startswith("process RSS peak: the kernel's high-water mark")
     assert run.peak_memory_mib > 100 and run.run_peak_memory_mib >= 0
 
 

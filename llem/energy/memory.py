@@ -278,7 +278,7 @@ class PeakMemory:
         """What was measured, in words (shown after the figures)."""
         names = ", ".join(sorted(self.peak_bytes)) if self.peak_bytes else ""
         if self.reader == "rss":
-            text = ("process RSS peak (the kernel's high-water mark, reset at the run's start)"
+            text = ("process RSS peak: the kernel's high-water mark, reset at the run's start"
                     if self._kernel_peak else "process RSS peak, sampled")
         elif self.reader == "torch":
             text = f"torch allocator peak, reset per run, summed over {names or 'the model devices'}"
