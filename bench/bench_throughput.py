@@ -27,7 +27,8 @@ measured with this method:
 
 | model | new tokens | rounds | before: paired median | after: paired median |
 |---|---|---|---|---|
-| tiny-random-llama | 32 | 300 | 0.967 (quartiles 0.903-1.042) | 0.997 (quartiles 0.929-1.069); again with the kernel's peak RSS: 0.989 (0.915-1.074) |
+| tiny-random-llama | 32 | 300 | 0.967 (quartiles 0.903-1.042) | 0.997 (quartiles 0.929-1.069) |
+| tiny-random-llama, again, with the kernel's peak RSS | 32 | 300 | | 0.989 (0.915-1.074) |
 | smollm2-135m | 16 | 16 | 0.980 (quartiles 0.927-1.042) | 0.987 (quartiles 0.908-1.047) |
 | smollm2-135m | 16 | 60 | | 0.983 (quartiles 0.939-1.027) |
 
@@ -123,12 +124,8 @@ def main(argv=None):
     })
 
     backend = PyTorchBackend()  # ours, so the runner keeps it loaded: the bare loop uses its model
-    warm: list[bool] = []
 
     def bare_pass() -> float:
-        if not warm:  # the bare path's first calls pay for lazy initialisation (llem warms its own)
-            bare_loop(backend.model, tok, batches, args.max_new_tokens, 512)
-            warm.append(True)
         return bare_loop(backend.model, tok, batches, args.max_new_tokens, 512)
 
     try:

@@ -221,20 +221,26 @@ def test_live_samples_are_forwarded():
     assert seen and all(hasattr(s, "power_w") for s in seen)
 
 
-def test_a_measured_run_has_one_sampling_thread_beside_the_model(monkeypatch):
-    """Measuring must not take cores from the model: the energy sampler also reads the memory."""
-    import threading
-
+@pytest.fixture
+def threads_at_generate(monkeypatch):
+    """The names of llem's threads alive at each batch's ``generate``, as the run goes."""
     from llem.backends.pytorch.backend import PyTorchBackend
+    from llem.gpucheck.runs import llem_threads
 
     seen = []
     generate = PyTorchBackend.generate
 
     def spy(self, *a, **k):
-        seen.append(sorted(t.name for t in threading.enumerate() if t.name.startswith("llem-")))
+        seen.append(llem_threads())
         return generate(self, *a, **k)
 
     monkeypatch.setattr(PyTorchBackend, "generate", spy)
+    return seen
+
+
+def test_a_measured_run_has_one_sampling_thread_beside_the_model(threads_at_generate):
+    """Measuring must not take cores from the model: the energy sampler also reads the memory."""
+    seen = threads_at_generate
     r = llem.run(config(**{"repeats": 2, "pytorch.batch_size": 3, "decoder.max_new_tokens": 16}))
     assert seen == [["llem-sampler"]] * 4  # 2 runs of 2 batches
     run = r.runs[0]
@@ -242,21 +248,12 @@ def test_a_measured_run_has_one_sampling_thread_beside_the_model(monkeypatch):
     assert run.peak_memory_mib > 100 and run.run_peak_memory_mib >= 0
 
 
-def test_without_the_kernels_peak_the_memory_is_sampled_on_the_energy_samplers_ticks(monkeypatch):
-    import threading
-
-    from llem.backends.pytorch.backend import PyTorchBackend
+def test_without_the_kernels_peak_the_memory_is_sampled_on_the_energy_samplers_ticks(
+        monkeypatch, threads_at_generate):
     from llem.energy import memory
 
     monkeypatch.setattr(memory, "reset_rss_peak", lambda: False)  # not Linux, or not permitted
-    seen = []
-    generate = PyTorchBackend.generate
-
-    def spy(self, *a, **k):
-        seen.append(sorted(t.name for t in threading.enumerate() if t.name.startswith("llem-")))
-        return generate(self, *a, **k)
-
-    monkeypatch.setattr(PyTorchBackend, "generate", spy)
+    seen = threads_at_generate
     run = llem.run(config(**{"decoder.max_new_tokens": 16})).runs[0]
     assert seen and all(s == ["llem-sampler"] for s in seen)
     assert run.memory_source == "process RSS peak, sampled" and run.peak_memory_mib > 100

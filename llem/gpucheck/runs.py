@@ -193,8 +193,9 @@ def bracketed(cfg: ExperimentConfig, backend: Any, bare_pass: Callable[[], float
     passes a few milliseconds away: drift of a shared machine (other programs, clock
     changes, seconds long) hits both sides alike, which alternating whole ``llem.run``
     calls, seconds apart, does not. ``backend`` is the caller's (the runner keeps it
-    loaded); ``bare_pass`` may use its model. ``also()``, if given, runs after each bare
-    pass before a run (its figures are kept in :attr:`Bracketed.extra`).
+    loaded); ``bare_pass`` may use its model (the runner's warmup has warmed it; one bare
+    pass before the first kept one warms the bare path). ``also()``, if given, runs after
+    each bare pass before a run (its figures are kept in :attr:`Bracketed.extra`).
 
     Raises
     ------
@@ -207,6 +208,8 @@ def bracketed(cfg: ExperimentConfig, backend: Any, bare_pass: Callable[[], float
 
     def one_bare() -> None:
         leaked.extend(llem_threads())  # none may run beside the bare side
+        if not bare:  # the bare path's first calls pay for lazy initialisation: not kept
+            bare_pass()
         bare.append(bare_pass())
 
     def progress(stage: str, done: int, total: int, step: str | None = None) -> None:

@@ -183,12 +183,8 @@ def _versus_check(model: str) -> Any:
         cfg = runs.config(ctx, model, **{"repeats": rounds, "warmup.runs": 1})
         backend = PyTorchBackend()  # the caller's: kept loaded, the bare loop uses its model
         texts = runs.batches(ctx, model)
-        warm: list[bool] = []
 
         def bare(clock: bool = False) -> float:
-            if not warm:  # the bare path's first calls pay for lazy initialisation
-                runs.bare_tokens_per_s(ctx, backend.model, backend.tokenizer, backend.device, texts[:1], 4)
-                warm.append(True)
             return runs.bare_tokens_per_s(ctx, backend.model, backend.tokenizer, backend.device, texts,
                                           n["tokens"], clock=clock)
 
