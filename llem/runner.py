@@ -45,6 +45,7 @@ from typing import Any
 from llem import plugins, spec
 from llem._version import __version__
 from llem.backends import loadsteps
+from llem.backends.base import PhaseMarks
 from llem.backends.phases import run_phases
 from llem.config import ExperimentConfig
 from llem.energy.conditions import cpu_times, other_cpu_share
@@ -618,7 +619,7 @@ def run(
                         report(s, d + b, total)
 
                     cpu0 = cpu_times()  # read at the start and end only: measuring stays cheap
-                    _run_batches(backend, plan, state, m.mark, batch_done)
+                    _run_batches(backend, plan, state, PhaseMarks(m.mark, m.poke), batch_done)
                     cpu_shares.append(other_cpu_share(cpu0, cpu_times()))
             finally:
                 peak, own_peak = mem.stop()

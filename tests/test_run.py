@@ -221,6 +221,29 @@ def test_live_samples_are_forwarded():
     assert seen and all(hasattr(s, "power_w") for s in seen)
 
 
+def test_the_forwarder_hands_on_each_sample_once_in_order_asking_only_for_new_ones():
+    from llem.progress import FORWARD_EVERY_S, SampleForwarder
+
+    class Window:
+        def __init__(self):
+            self.rows, self.asked = [], []
+
+        def live_samples(self, start=0):
+            self.asked.append(start)
+            return self.rows[start:]
+
+    win, seen = Window(), []
+    fw = SampleForwarder(win, seen.append, 0.01)
+    assert fw.interval_s == FORWARD_EVERY_S  # a live plot needs no 100 wakeups a second
+    fw._flush()
+    win.rows += [1, 2, 3]
+    fw._flush()
+    win.rows += [4]
+    fw.start()
+    fw.stop()  # hands on what came since the last time
+    assert seen == [1, 2, 3, 4] and win.asked[:2] == [0, 0] and win.asked[-1] == 3
+
+
 @pytest.fixture
 def threads_at_generate(monkeypatch):
     """The names of llem's threads alive at each batch's ``generate``, as the run goes."""

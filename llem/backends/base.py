@@ -168,6 +168,27 @@ def parallel_devices(engine_kwargs: Mapping[str, Any]) -> tuple[int, ...]:
 PhaseCallback = Callable[[str], None]
 
 
+class PhaseMarks:
+    """The runner's ``on_phase``: marks phases, and carries ``on_step`` for between decoding steps.
+
+    ``marks(name)`` marks a phase. ``marks.on_step()``, called by a backend after each
+    decoding step on the thread that generates, takes the energy sample that is due then
+    (:meth:`~llem.energy.window.MeasurementWindow.poke`), so the sampler thread need not
+    wake beside the model's threads. A backend finds it with ``getattr(on_phase,
+    "on_step", None)``; a plain callable has none, and calling it is never required.
+    """
+
+    __slots__ = ("_mark", "on_step")
+
+    def __init__(self, mark: Callable[[str], Any], on_step: Callable[[], None]) -> None:
+        self._mark = mark
+        self.on_step = on_step
+
+    def __call__(self, name: str) -> None:
+        """Mark the start of phase ``name`` now."""
+        self._mark(name)
+
+
 @runtime_checkable
 class Backend(Protocol):
     """What the runner needs from a backend."""

@@ -181,6 +181,18 @@ class MeasurementWindow:
         """Mark the start of phase ``name`` now (``"warmup"``, ``"prefill"``, ``"decode"``, ...)."""
         return self.mark_at(name, time.perf_counter())
 
+    def poke(self) -> None:
+        """Take the sample that is due now, on the calling thread (see :meth:`Sampler.poke`).
+
+        For a loop inside the window that runs many short steps: poking between them takes
+        the samples in passing, and the sampler thread, which otherwise wakes beside the
+        work every interval, then wakes about once a second. A no-op when the window is
+        not running.
+        """
+        sampler = self._sampler
+        if sampler is not None and self._state == "running":
+            sampler.poke()
+
     def mark_at(self, name: str, t_perf: float) -> PhaseMark:
         """Mark the start of phase ``name`` at ``t_perf`` (a ``time.perf_counter()`` value)."""
         if self._state != "running" or self.t0_perf is None:

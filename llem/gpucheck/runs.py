@@ -185,7 +185,7 @@ class Bracketed:
 
 
 def bracketed(cfg: ExperimentConfig, backend: Any, bare_pass: Callable[[], float],
-              also: Callable[[], dict[str, float]] | None = None) -> Bracketed:
+              also: Callable[[], dict[str, float]] | None = None, **run_kw: Any) -> Bracketed:
     """Run ``cfg`` (``repeats`` = rounds), ``bare_pass()`` before each measured run and after the last.
 
     The bare passes run from the runner's progress report that a measured run is
@@ -196,6 +196,8 @@ def bracketed(cfg: ExperimentConfig, backend: Any, bare_pass: Callable[[], float
     loaded); ``bare_pass`` may use its model (the runner's warmup has warmed it; one bare
     pass before the first kept one warms the bare path). ``also()``, if given, runs after
     each bare pass before a run (its figures are kept in :attr:`Bracketed.extra`).
+    ``run_kw`` go to :func:`llem.run` (``on_sample=`` to run the live forwarder, as a
+    notebook does).
 
     Raises
     ------
@@ -218,7 +220,7 @@ def bracketed(cfg: ExperimentConfig, backend: Any, bare_pass: Callable[[], float
             for k, v in (also() if also is not None else {}).items():
                 extra.setdefault(k, []).append(v)
 
-    result = run(cfg, progress=progress, backend=backend)
+    result = run(cfg, progress=progress, backend=backend, **run_kw)
     one_bare()
     if leaked:
         raise RuntimeError(f"llem threads ran beside the bare loop: {sorted(set(leaked))}")

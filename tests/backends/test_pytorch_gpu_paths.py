@@ -309,3 +309,25 @@ def test_load_refuses_an_old_transformers_before_any_weight(monkeypatch):
     with pytest.raises(MissingDependencyError, match="needs transformers>=4.56"):
         PyTorchBackend().load(_config())
     assert calls == []
+
+
+def test_on_a_cpu_the_clock_pokes_the_sampler_after_each_step_and_never_on_a_gpu():
+    from llem.backends.base import PhaseMarks
+
+    phases: list[str] = []
+    pokes: list[int] = []
+    marks = PhaseMarks(phases.append, lambda: pokes.append(len(clock.steps)))
+    clock = clock_mod.make_clock(marks, None)
+    clock.put(torch.zeros((2, 5), dtype=torch.long))  # the prompt: no step yet
+    for _ in range(3):
+        clock.put(torch.ones(2, dtype=torch.long))
+    clock(torch.zeros((2, 9), dtype=torch.long), None)  # beam search on a CPU: the criterion
+    assert pokes == [1, 2, 3, 4] and phases == ["decode"]
+    dev = FakeCudaDevice()
+    gpu = clock_mod.make_clock(PhaseMarks(phases.append, lambda: pokes.append(-1)), dev.synchronize)
+    gpu(torch.zeros((2, 6), dtype=torch.long), None)
+    assert pokes == [1, 2, 3, 4]  # a GPU step leaves the sampler thread to read the meter
+    plain = clock_mod.make_clock(phases.append, None)  # a plain callback has no on_step
+    plain.put(torch.zeros((1, 2), dtype=torch.long))
+    plain.put(torch.ones(1, dtype=torch.long))
+    assert len(plain.steps) == 1

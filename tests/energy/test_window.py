@@ -265,3 +265,67 @@ def test_readings_given_to_the_window_ride_on_the_sampler_ticks():
     # the failing reading was dropped after its first error; the energy samples went on
     assert [str(e) for e in m._sampler.also_errors] == ["cannot read"]
     assert m.measurement.energy_j > 0 and len(m.measurement.timeline) >= 4
+
+
+def test_pokes_take_the_due_ticks_and_the_thread_steps_back_until_they_stop():
+    meter = SteadyMeter()
+    meter.start()
+    s = Sampler(meter, 0.01, time.perf_counter(), poke_slack_s=0.2)
+    s.poke()
+    assert meter.samples == 0  # nothing due yet: a poke reads nothing
+    s.start()
+    end = time.perf_counter() + 0.4
+    while time.perf_counter() < end:  # a work loop poking between 1 ms steps
+        s.poke()
+        time.sleep(0.001)
+    poked, by_thread = s.poked_ticks, s.ticks - s.poked_ticks
+    assert poked >= 15
+    assert by_thread <= 3  # the thread checks back every 0.2 s instead of every 0.01 s
+    deadline = time.monotonic() + 5
+    while s.ticks - poked < 10 and time.monotonic() < deadline:  # the pokes stop: it takes over
+        time.sleep(0.01)
+    assert s.ticks - poked >= 10 and s.poked_ticks == poked
+    assert s.stop() == (True, False)
+    times = [r[0] for r in s.rows]
+    assert times == sorted(times)  # one tick at a time, in order, whoever took it
+
+
+def test_a_meter_failing_on_a_poke_ends_the_sampling_and_raises_nothing_into_the_work():
+    meter = SteadyMeter(fail_after=0)
+    meter.start()
+    s = Sampler(meter, 0.005, time.perf_counter(), poke_slack_s=5.0)
+    s.start()
+    time.sleep(0.001)
+    end = time.perf_counter() + 0.05
+    while time.perf_counter() < end:
+        s.poke()
+    assert "fell off the bus" in str(s.error) and s.error_t_s is not None
+    deadline = time.monotonic() + 2
+    while s.alive and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert not s.alive and s.stop() == (True, False)
+
+
+def test_a_window_poked_from_its_work_loop_records_the_same_kind_of_timeline():
+    with measure(meter=SteadyMeter(), interval_s=0.01) as m:
+        end = time.perf_counter() + 0.15
+        while time.perf_counter() < end:
+            m.poke()
+            time.sleep(0.001)
+    m.poke()  # after the window ends: nothing
+    assert m._sampler.poked_ticks >= 8
+    meas = m.measurement
+    assert len(meas.timeline) >= 10 and meas.energy_j > 0
+
+
+def test_pokes_further_apart_than_two_intervals_leave_the_thread_on_its_grid():
+    meter = SteadyMeter()
+    meter.start()
+    s = Sampler(meter, 0.01, time.perf_counter(), poke_slack_s=0.5)
+    s.start()
+    end = time.perf_counter() + 0.4
+    while time.perf_counter() < end:  # steps of 35 ms: too sparse to keep a 10 ms grid
+        s.poke()
+        time.sleep(0.035)
+    assert s.stop() == (True, False)
+    assert s.ticks - s.poked_ticks >= 20  # the thread kept sampling every interval

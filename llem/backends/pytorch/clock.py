@@ -15,6 +15,10 @@ It is handed to ``generate`` in one of two ways (:func:`clock_kwargs`):
 In assisted generation one step may accept several tokens at once; they share that step's
 time.
 
+On a CPU the clock also pokes the energy window after each step (``on_phase.on_step``, see
+:class:`~llem.backends.base.PhaseMarks`): the sample due then is read on this thread, in
+passing, instead of by the sampler thread waking beside torch's.
+
 On a GPU the clock synchronizes the device on every call. transformers launches a step's
 kernels and calls the stopping criteria *before* its own end-of-step synchronization (the
 ``unfinished_sequences.max() == 0`` check of its ``StopCheck``), so a clock that read the
@@ -41,7 +45,8 @@ class TokenClock:
     """Timestamps each decoding step; as a stopping criterion it never stops generation.
 
     ``steps`` holds ``(perf_counter_time, sequence_length)`` per step; the first is the
-    end of prefill (the first token exists). Called as a stopping criterion
+    end of prefill (the first token exists); after each stamp on a CPU it calls
+    ``on_phase.on_step`` when the callback has one. Called as a stopping criterion
     (``clock(input_ids, scores)``), ``sync`` (``torch.cuda.synchronize`` on a GPU, None on
     a CPU) is called before every stamp; as a streamer, :meth:`put` stamps (transformers
     hands it the prompt first, then each step's tokens).
@@ -50,6 +55,9 @@ class TokenClock:
     def __init__(self, on_phase: PhaseCallback | None, sync: Any = None) -> None:
         self.on_phase = on_phase
         self.sync = sync
+        # on a CPU, the energy samples due between steps are taken here (see PhaseMarks);
+        # a GPU step leaves the CPU free for the sampler thread, and its reads cost more
+        self.on_step = getattr(on_phase, "on_step", None) if sync is None else None
         self.steps: list[tuple[float, int]] = []
         self._false: Any = None
         self._length: int | None = None  # the streamer's sequence length so far
@@ -63,6 +71,8 @@ class TokenClock:
         steps.append((now, int(input_ids.shape[-1])))
         if len(steps) == 1 and self.on_phase is not None:
             self.on_phase("decode")
+        if self.on_step is not None:
+            self.on_step()
         f = self._false
         if f is None or f.shape[0] != input_ids.shape[0]:  # the first step (or the batch shrank)
             import torch
@@ -85,6 +95,8 @@ class TokenClock:
         steps.append((now, self._length))
         if len(steps) == 1 and self.on_phase is not None:
             self.on_phase("decode")
+        if self.on_step is not None:
+            self.on_step()
 
     def end(self) -> None:
         """The streamer's last call: nothing to do."""
