@@ -92,6 +92,9 @@ def main(argv=None):
                         "between two bare passes")
     p.add_argument("--meter", default="auto")
     p.add_argument("--interval", type=float, default=0.1)
+    p.add_argument("--live", action="store_true",
+                   help="also hand the live samples to a callback, as a notebook's %%%%llem "
+                        "does (the llem-live forwarder thread runs during each measured run)")
     args = p.parse_args(argv)
 
     import torch
@@ -129,7 +132,8 @@ def main(argv=None):
         return bare_loop(backend.model, tok, batches, args.max_new_tokens, 512)
 
     try:
-        got = bracketed(cfg, backend, bare_pass)
+        live: list = []
+        got = bracketed(cfg, backend, bare_pass, **({"on_sample": live.append} if args.live else {}))
     finally:
         backend.release()
     res, bare, ours, ratios = got.result, got.bare, got.llem, got.ratios
@@ -144,7 +148,8 @@ def main(argv=None):
     print()
     print(f"model {args.model}, {len(texts)} prompts, batch {args.batch_size}, "
           f"{args.max_new_tokens} new tokens, {args.rounds} rounds, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, energy method {res.method}")
+          f"{torch.get_num_threads()} threads, energy method {res.method}"
+          + (f", live samples forwarded: {len(live)}" if args.live else ""))
     print(f"median tokens/s: bare {mb:.1f}, llem {ml:.1f}")
     print(f"llem/bare: median of paired ratios {statistics.median(ratios):.3f} "
           f"(quartiles {q[0]:.3f}-{q[2]:.3f}), ratio of medians {ml / mb:.3f}, "
