@@ -17,10 +17,9 @@ every two intervals, the thread leaves the ticks to them and checks back every
 :data:`POKE_SLACK_S` instead of waking at every grid point (samples then fall at step
 boundaries: one interval apart, or one step when a step is longer); when the pokes stop (a
 long prefill, the end of a batch) it takes over, at most that late, and ticks on the grid
-again. On a
-2-core machine a wakeup beside torch's threads costs the model ~0.5 ms (the core it takes
-and the GIL handed over and back), ten times the ~50 µs of the reading itself, which the
-poking thread does in passing.
+again. On a 2-core machine a wakeup beside torch's threads costs the model ~0.5 ms (the
+core it takes and the GIL handed over and back), ten times the ~50 µs of the reading
+itself, which the poking thread does in passing.
 """
 
 from __future__ import annotations

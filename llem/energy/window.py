@@ -187,10 +187,11 @@ class MeasurementWindow:
         For a loop inside the window that runs many short steps: poking between them takes
         the samples in passing, and the sampler thread, which otherwise wakes beside the
         work every interval, then wakes about once a second. A no-op when the window is
-        not running.
+        not running (before it opens there is no sampler; once it closes, the sampler is
+        stopped and a poke reads nothing).
         """
         sampler = self._sampler
-        if sampler is not None and self._state == "running":
+        if sampler is not None:
             sampler.poke()
 
     def mark_at(self, name: str, t_perf: float) -> PhaseMark:
