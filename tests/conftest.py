@@ -1,6 +1,7 @@
 """Shared test settings: never reach a model hub, keep threads and caches local."""
 
 import os
+import signal
 import sys
 
 import pytest
@@ -9,6 +10,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# A suite started in the background by a shell without job control (`make test &`) inherits
+# Ctrl-C ignored, and Python then leaves it ignored: the tests that send a real SIGINT (to
+# this process, or to a CLI they start, which inherits an ignored signal but not a handler)
+# would see nothing. Give Ctrl-C its usual meaning here.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
