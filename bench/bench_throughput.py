@@ -48,6 +48,22 @@ clock and seed changes: within the noise; at 50 Hz (--interval 0.02) 0.975 again
 10 Hz, so a tick costs the model ~0.5 ms (the thread's wakeup and the GIL handed over and
 back around its reads, ten times its own 50 us): ~0.5% at the default interval.
 
+Recorded again 2026-12-02 afternoon on a quieter, faster VM (bare: tiny ~3400 tok/s,
+smollm2 ~45), after the sampler's ticks moved between decoding steps (3a19d38: the token
+clock pokes the window on a CPU, and the llem-sampler thread then checks back once a second
+instead of waking at every tick); "before" is a27d74a, run the same hour:
+
+| model | new tokens | interval | rounds | before | after |
+|---|---|---|---|---|---|
+| tiny-random-llama | 32 | 0.1 s | 300, 200, 200 | | 0.990, 0.998, 1.002 |
+| tiny-random-llama | 32 | 0.02 s | 300 | 0.977 (0.920-1.027) | 1.006 (0.945-1.054) |
+| smollm2-135m | 16 | 0.1 s | 150 | 1.002 (0.960-1.058) | 1.001 (0.956-1.035) |
+
+On that machine both sides of smollm2 read 1.00 at the default interval, so the morning's
+0.983 was the slower machine's noise as much as llem; where ticks are many (50 Hz) the
+change takes their cost away. Garbage collection inside llem's measured spans: 17 gen-0 and
+1 gen-1 collections over 200 tiny runs, 5 ms in all (the costly ones fall between runs).
+
 Earlier records (the alternating method, a fresh llem.run per round, so seconds between the
 two sides): 2026-12-01, 12 rounds, 0.985-0.993; 2026-12-02 morning, 30 rounds at b5392c0
 and at 32eac90, 0.974 / 0.969 and 0.973 / 0.959.
